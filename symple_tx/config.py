@@ -1,0 +1,43 @@
+"""Server settings: one value object shared by the router and the transports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+#: An auth hook: ``hook(request: AuthRequest)`` -> bool | dict | Deferred | coroutine.
+AuthHook = Callable[..., Any]
+#: A join hook: ``hook(peer: dict, room: str)`` -> bool | Deferred | coroutine.
+JoinHook = Callable[[dict, str], Any]
+
+
+@dataclass
+class Settings:
+    """Every knob of the server, with the defaults of PROTOCOL.md section 7."""
+
+    authentication: bool = False
+    dynamic_rooms: bool = True
+    #: Seconds to extend ``symple:session:<token>`` on each auth; 0 leaves it.
+    session_ttl: int = 0
+    redis_url: Optional[str] = None
+    key_prefix: str = "symple:"
+    auth_hook: Optional[AuthHook] = None
+    join_hook: Optional[JoinHook] = None
+    max_message_size: int = 64 * 1024
+    rate_limit: int = 100
+    rate_period: float = 10.0
+    max_connections: int = 10_000
+    max_send_buffer: int = 1024 * 1024
+    auth_timeout: float = 10.0
+    ping_interval: float = 25.0
+    ping_timeout: float = 10.0
+    allowed_origins: tuple[str, ...] = ()
+    trust_proxy: bool = False
+    demo: bool = True
+    drain_timeout: float = 10.0
+    extra: dict = field(default_factory=dict)
+
+    def origin_allowed(self, origin: Optional[str]) -> bool:
+        if not self.allowed_origins or "*" in self.allowed_origins:
+            return True
+        return origin in self.allowed_origins

@@ -1,0 +1,307 @@
+"""The router: sessions, rooms, routing policy and presence visibility.
+
+Pure logic.  It never touches bytes on a socket: it hands encoded frames to
+each session's ``Link``.  A frame meant for many recipients is serialized and
+encoded once and the same object is given to every link.
+
+Visibility rule (PROTOCOL.md section 5): two sessions see each other exactly
+when they share a room.  Every operation that changes that relation sends the
+presence frames that keep each client's roster equal to what it sees.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.internet.defer import Deferred, succeed
+
+from . import wire
+from .config import Settings
+from .hooks import HookRefused, call_hook
+from .metrics import Metrics
+from .session import Identity, Link, Session
+from .wire import ProtocolError
+
+_NOBODY: frozenset = frozenset()
+_ABSENT = object()
+
+
+def _identity(payload: bytes) -> Any:
+    return payload
+
+
+class Router:
+    """Routes frames between the sessions of one process."""
+
+    def __init__(self, settings: Optional[Settings] = None,
+                 metrics: Optional[Metrics] = None) -> None:
+        self.settings = settings or Settings()
+        self.metrics = metrics or Metrics()
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, set[Session]] = {}
+        #: Every open connection, authenticated or not.
+        self.links: set[Link] = set()
+        #: Turns serialized JSON into what ``Link.send`` takes (a prepared
+        #: WebSocket frame for the real transport); called once per fan-out.
+        self.encode: Callable[[bytes], Any] = _identity
+        self.draining = False
+        self._idle: list[Deferred] = []
+        self.metrics.track(lambda: len(self.links), lambda: len(self.sessions),
+                           lambda: len(self.rooms))
+
+    # -- connections ---------------------------------------------------------
+
+    def at_capacity(self) -> bool:
+        return len(self.links) >= self.settings.max_connections
+
+    def link_opened(self, link: Link) -> None:
+        self.links.add(link)
+
+    def link_closed(self, link: Link) -> None:
+        self.links.discard(link)
+        if not self.links:
+            waiters, self._idle = self._idle, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred:
+        """Fires once no connection is open."""
+        if not self.links:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._idle.append(d)
+        return d
+
+    # -- sessions ------------------------------------------------------------
+
+    def open_session(self, link: Link, identity: Identity, host: str) -> Session:
+        """Admit an authenticated peer: welcome, snapshot, announce."""
+        session = Session(link, identity, host)
+        self.sessions[session.id] = session
+        rooms = list(dict.fromkeys([identity.user, *identity.rooms]))
+        for room in rooms:
+            self._add(session, room)
+        seen = self.visible(session)
+        self.send(session, wire.welcome(session.peer(), rooms), "welcome")
+        for peer in seen:
+            self.send(session, peer.online_frame(), "presence")
+        self.fanout(seen, session.online_frame(), "presence")
+        return session
+
+    def close_session(self, session: Session) -> None:
+        """Forget a session and announce it offline, exactly once."""
+        if session.closed:
+            return
+        session.closed = True
+        seen = self.visible(session)
+        for room in list(session.rooms):
+            self._remove(session, room)
+        del self.sessions[session.id]
+        if not self.draining:
+            self.fanout(seen, session.offline_frame(), "presence")
+
+    def visible(self, session: Session) -> set[Session]:
+        """The sessions that share at least one room with ``session``."""
+        rooms = self.rooms
+        seen: set[Session] = set()
+        for room in session.rooms:
+            seen |= rooms[room]
+        seen.discard(session)
+        return seen
+
+    def _add(self, session: Session, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is None:
+            members = self.rooms[room] = set()
+        members.add(session)
+        session.rooms.add(room)
+
+    def _remove(self, session: Session, room: str) -> None:
+        members = self.rooms.get(room)
+        if members is not None:
+            members.discard(session)
+            if not members:
+                del self.rooms[room]
+        session.rooms.discard(room)
+
+    # -- delivery ------------------------------------------------------------
+
+    def send(self, session: Session, payload: bytes, kind: str) -> None:
+        session.link.send(self.encode(payload))
+        self.metrics.frames_out[kind].inc()
+
+    def fanout(self, recipients: Iterable[Session], payload: bytes, kind: str) -> None:
+        """Encode once, hand the same frame to every recipient."""
+        if not recipients:
+            return
+        frame = self.encode(payload)
+        count = 0
+        for session in recipients:
+            session.link.send(frame)
+            count += 1
+        self.metrics.frames_out[kind].inc(count)
+
+    # -- frames from peers ---------------------------------------------------
+
+    def handle(self, session: Session, frame: dict) -> Optional[Deferred]:
+        """Act on one decoded frame of an authenticated session.
+
+        Raises ``ProtocolError`` (or returns a Deferred failing with one) for
+        refusals; the transport turns it into an ``error`` frame.
+        """
+        kind = frame["type"]
+        if kind in wire.ROUTED_TYPES:
+            self.metrics.frames_in[kind].inc()
+            self.route(session, frame)
+            return None
+        if kind == "join":
+            self.metrics.frames_in[kind].inc()
+            return self.join(session, frame)
+        if kind == "leave":
+            self.metrics.frames_in[kind].inc()
+            self.leave(session, frame)
+            return None
+        if kind == "close":
+            self.metrics.frames_in[kind].inc()
+            session.link.close(1000, "Closed by client")
+            return None
+        self.metrics.frames_in["other"].inc()
+        if kind == "auth":
+            raise ProtocolError(400, "Already authenticated")
+        raise ProtocolError(400, f"Unknown frame type {kind[:64]!r}")
+
+    def route(self, session: Session, frame: dict) -> None:
+        """Deliver a message/presence/command/event per the routing table."""
+        frame["from"] = session.address
+        frame.pop("token", None)
+        recipients = self.recipients(session, frame.get("to", _ABSENT))
+        kind = frame["type"]
+        if kind == "presence":
+            data = frame.get("data")
+            if data is None:
+                frame["data"] = session.presence
+            elif isinstance(data, dict):
+                session.update_presence(data)
+            else:
+                raise ProtocolError(400, "Presence 'data' must be an object")
+            if frame.pop("probe", False) is True:
+                for peer in recipients:
+                    self.send(session, peer.online_frame(), "presence")
+        self.fanout(recipients, wire.dumps(frame), kind)
+
+    def recipients(self, session: Session, to: Any) -> Iterable[Session]:
+        """Who receives a frame from ``session`` addressed ``to``."""
+        if to is _ABSENT:
+            return self.visible(session)
+        if isinstance(to, str):
+            target = self._session_at(to)
+            if target is not None:
+                if session.sees(target):
+                    return (target,)
+                self.metrics.drops["permission"].inc()
+                return _NOBODY
+            return self._room_members(session, to)
+        if isinstance(to, list):
+            if not all(wire.valid_room(room) for room in to):
+                raise ProtocolError(400, "Invalid 'to': an array must hold room names")
+            result: set[Session] = set()
+            for room in to:
+                if room in session.rooms:
+                    result |= self.rooms[room]
+                else:
+                    self.metrics.drops["permission"].inc()
+            result.discard(session)
+            return result
+        raise ProtocolError(
+            400, f"Invalid 'to': expected an address, a room name or an array of "
+                 f"rooms, not {wire.json_type(to)}")
+
+    def _session_at(self, to: str) -> Optional[Session]:
+        """The session named by ``user|id`` or by a bare live session id."""
+        user, bar, session_id = to.partition("|")
+        if not bar:
+            return self.sessions.get(to)
+        target = self.sessions.get(session_id)
+        if target is not None and target.user == user:
+            return target
+        return None
+
+    def _room_members(self, session: Session, room: str) -> Iterable[Session]:
+        if not wire.valid_room(room):
+            raise ProtocolError(400, "Invalid 'to': empty or over-long room name")
+        members = self.rooms.get(room)
+        if not members:
+            self.metrics.drops["no_recipient"].inc()
+            return _NOBODY
+        if room in session.rooms:
+            result = set(members)
+            result.discard(session)
+            return result
+        mine = session.rooms
+        result = {m for m in members if not mine.isdisjoint(m.rooms)}
+        if len(result) < len(members):
+            self.metrics.drops["permission"].inc()
+        result.discard(session)
+        return result
+
+    # -- rooms ---------------------------------------------------------------
+
+    def join(self, session: Session, frame: dict) -> Optional[Deferred]:
+        if not self.settings.dynamic_rooms:
+            raise ProtocolError(403, "Dynamic rooms are disabled on this server")
+        room = wire.check_room(frame)
+        frame_id = frame.get("id")
+        hook = self.settings.join_hook
+        if hook is None or room in session.rooms:
+            self._join(session, room, frame_id)
+            return None
+        d = call_hook(hook, session.peer(), room)
+
+        def decided(allowed: Any) -> None:
+            if not allowed:
+                raise ProtocolError(403, f"Joining room {room!r} was refused")
+            if not session.closed:
+                self._join(session, room, frame_id)
+
+        def refused(failure: Any) -> None:
+            failure.trap(HookRefused)
+            raise ProtocolError(403, str(failure.value) or f"Joining room {room!r} was refused")
+
+        return d.addCallbacks(decided, refused)
+
+    def _join(self, session: Session, room: str, frame_id: Any) -> None:
+        before = self.visible(session)
+        self._add(session, room)
+        self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
+        newcomers = self.rooms[room] - before
+        newcomers.discard(session)
+        for peer in newcomers:
+            self.send(session, peer.online_frame(), "presence")
+        self.fanout(newcomers, session.online_frame(), "presence")
+
+    def leave(self, session: Session, frame: dict) -> None:
+        if not self.settings.dynamic_rooms:
+            raise ProtocolError(403, "Dynamic rooms are disabled on this server")
+        room = wire.check_room(frame)
+        if room == session.user:
+            raise ProtocolError(403, "A session cannot leave its own user room")
+        was_member = room in session.rooms
+        self._remove(session, room)
+        self.send(session, wire.room_ack("leave:ok", room, frame.get("id")), "leave:ok")
+        if not was_member:
+            return
+        lost = [m for m in self.rooms.get(room, ()) if not session.sees(m)]
+        self.fanout(lost, session.offline_frame(), "presence")
+        for peer in lost:
+            self.send(session, peer.offline_frame(), "presence")
+
+    # -- shutdown ------------------------------------------------------------
+
+    def shutdown(self) -> Deferred:
+        """Tell every connection the server is going and close it with 1001."""
+        self.draining = True
+        event = self.encode(wire.SHUTDOWN_EVENT)
+        for link in list(self.links):
+            link.send(event)
+            link.close(1001, "Server shutting down")
+        return self.when_idle()

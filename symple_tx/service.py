@@ -1,0 +1,103 @@
+"""Assembling a server: the parts, the listeners and graceful shutdown.
+
+``SympleServer`` wires settings into a router, authenticator, WebSocket
+factory and HTTP pages.  ``SympleService`` is the ``twisted.application``
+service that ``twistd symple`` runs; embedders can use either.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from .auth import Authenticator
+from .config import Settings
+from .metrics import Metrics
+from .redis_store import RedisAddress, RedisSessionStore
+from .router import Router
+from .web import Health, SymplePortFactory, SympleResource, http_root
+from .websocket import SympleServerFactory
+
+log = Logger()
+
+
+class SympleServer:
+    """One server process's parts, built from ``Settings``."""
+
+    def __init__(self, settings: Optional[Settings] = None, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings = settings or Settings()
+        self.metrics = Metrics()
+        self.router = Router(settings, self.metrics)
+        self.redis: Any = None
+        store = None
+        if settings.redis_url:
+            self.redis = RedisAddress.parse(settings.redis_url).connect()
+            store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
+        self.authenticator = Authenticator(settings, store)
+        self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
+        self.health = Health(self.router)
+        self.pages = http_root(self.router, self.health, settings.demo)
+        self.site = Site(self.pages)
+        self.site.displayTracebacks = False
+        self.site.noisy = False
+        self.port_factory = SymplePortFactory(self.websocket, self.site)
+
+    def resource(self) -> SympleResource:
+        """A ``twisted.web`` resource to mount in an existing site."""
+        return SympleResource(self.websocket, self.pages)
+
+    def endpoint(self, description: str) -> IStreamServerEndpoint:
+        return serverFromString(self.reactor, description)
+
+    @defer.inlineCallbacks
+    def shutdown(self):
+        """Send the shutdown event, close every peer with 1001, wait at most the drain timeout."""
+        idle = self.router.shutdown()
+        timeout = self.reactor.callLater(self.settings.drain_timeout, idle.cancel)
+        try:
+            yield idle
+        except defer.CancelledError:
+            log.warn("Drain timeout: aborting {n} connections", n=len(self.router.links))
+            for link in list(self.router.links):
+                link.transport.abortConnection()
+        else:
+            timeout.cancel()
+        if self.redis is not None:
+            yield self.redis.disconnect()
+
+
+class SympleService(MultiService):
+    """Listens on every endpoint; on stop, stops accepting, then drains."""
+
+    def __init__(self, server: SympleServer, endpoints: Iterable[IStreamServerEndpoint]) -> None:
+        super().__init__()
+        self.server = server
+        for endpoint in endpoints:
+            listener = StreamServerEndpointService(endpoint, server.port_factory)
+            listener._raiseSynchronously = True
+            listener.setServiceParent(self)
+
+    def listening(self) -> defer.Deferred:
+        """Fires with the listening ports (``IListeningPort``) once all are bound."""
+        waits = []
+        for listener in self:
+            d: defer.Deferred = defer.Deferred()
+            listener._waitingForPort.addCallback(lambda port, d=d: (d.callback(port), port)[1])
+            listener._waitingForPort.addErrback(lambda f, d=d: (d.errback(f), f)[1])
+            waits.append(d)
+        return defer.gatherResults(waits, consumeErrors=True)
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        yield self.server.shutdown()

@@ -1,0 +1,255 @@
+"""``twistd symple``: command-line options and ``makeService``.
+
+Every option can also come from the environment: ``SYMPLE_<OPTION>`` (dashes
+as underscores, e.g. ``SYMPLE_MAX_CONNECTIONS``), plus the Node.js server's
+names ``PORT``, ``REDIS_URL``, ``SYMPLE_AUTHENTICATION``,
+``SYMPLE_DYNAMIC_ROOMS``, ``SYMPLE_SESSION_TTL``, ``SYMPLE_REDIS_URL``,
+``SYMPLE_SSL_KEY`` and ``SYMPLE_SSL_CERT``.  The command line wins.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping, Optional
+
+from twisted.internet import reactor as default_reactor
+from twisted.python import usage
+
+from .config import Settings
+from .hooks import load_callable
+from .redis_store import RedisAddress
+from .service import SympleServer, SympleService
+
+DEFAULT_PORT = 4500
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in TRUE:
+        return True
+    if lowered in FALSE:
+        return False
+    raise usage.UsageError(f"{name} must be true or false, not {value!r}")
+
+
+def _number(kind: Callable[[str], Any], minimum: float = 0) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+        if number < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value!r}")
+        return number
+    convert.coerceDoc = f"(a number, at least {minimum})"  # type: ignore[attr-defined]
+    return convert
+
+
+_int = _number(int)
+_positive_int = _number(int, 1)
+_seconds = _number(float)
+_positive_seconds = _number(float, 0.001)
+
+#: Environment names that differ from SYMPLE_<OPTION> (the Node.js server's).
+ENV_ALIASES = {
+    "port": ["SYMPLE_PORT", "PORT"],
+    "redis": ["SYMPLE_REDIS_URL", "SYMPLE_REDIS", "REDIS_URL"],
+}
+#: (flag, variable, whether the variable means the opposite of the flag)
+ENV_FLAGS = (
+    ("authentication", "SYMPLE_AUTHENTICATION", False),
+    ("no-dynamic-rooms", "SYMPLE_DYNAMIC_ROOMS", True),
+    ("trust-proxy", "SYMPLE_TRUST_PROXY", False),
+    ("no-demo", "SYMPLE_DEMO", True),
+)
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Run a Symple v4 server: WebSocket + JSON messaging, presence and "
+                "WebRTC signalling.  Every option can also be set as the environment "
+                "variable SYMPLE_<OPTION> (e.g. SYMPLE_MAX_CONNECTIONS=500).")
+
+    optFlags = [
+        ["authentication", "a", "Require a token: look it up in Redis "
+         "(symple:session:<token>) or ask the --auth-hook. Env SYMPLE_AUTHENTICATION."],
+        ["no-dynamic-rooms", None, "Refuse join/leave frames (403). Env SYMPLE_DYNAMIC_ROOMS=false."],
+        ["trust-proxy", None, "Take the client address from X-Forwarded-For / X-Real-IP."],
+        ["no-demo", None, "Serve a short status text at / instead of the demo web app."],
+    ]
+    optParameters = [
+        ["port", "p", None, f"Shorthand for --listen tcp:PORT (or ssl:PORT with "
+         f"--ssl-key/--ssl-cert). Default {DEFAULT_PORT} when no --listen is given. Env PORT."],
+        ["redis", "r", None, "Redis URL (redis://[:password@]host:port/db, rediss://, "
+         "unix:/path) for the session store. Env SYMPLE_REDIS_URL or REDIS_URL."],
+        ["session-ttl", None, 0, "Seconds to extend a stored session's expiry at each "
+         "auth; 0 leaves it alone.", _int],
+        ["auth-hook", None, None, "module:callable deciding each auth (sync, Deferred or async)."],
+        ["join-hook", None, None, "module:callable deciding each join (sync, Deferred or async)."],
+        ["ssl-key", None, None, "TLS private key (PEM) for --port. Env SYMPLE_SSL_KEY."],
+        ["ssl-cert", None, None, "TLS certificate chain (PEM) for --port. Env SYMPLE_SSL_CERT."],
+        ["max-message-size", None, 65536, "Largest accepted frame in bytes (larger: "
+         "error 413 and close).", _positive_int],
+        ["rate-limit", None, 100, "Frames a session may send per --rate-period "
+         "(token bucket; over it: error 429).", _positive_int],
+        ["rate-period", None, 10, "Seconds of the rate limit window.", _positive_seconds],
+        ["max-connections", None, 10000, "Connections per process (more: error 503 and "
+         "close).", _positive_int],
+        ["max-send-buffer", None, 1048576, "Unsent bytes queued for one peer before it "
+         "is disconnected as a slow consumer (4008).", _positive_int],
+        ["auth-timeout", None, 10, "Seconds a connection has to authenticate (error 408).",
+         _positive_seconds],
+        ["ping-interval", None, 25, "Seconds between WebSocket pings; 0 disables.", _seconds],
+        ["ping-timeout", None, 10, "Seconds to wait for a pong before dropping the peer.",
+         _positive_seconds],
+        ["drain-timeout", None, 10, "Seconds to wait for peers to close at shutdown.",
+         _seconds],
+    ]
+    compData = usage.Completions(optActions={"ssl-key": usage.CompleteFiles("*.pem"),
+                                             "ssl-cert": usage.CompleteFiles("*.pem")})
+
+    def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self["listen"] = []
+        self["allowed-origin"] = []
+        self._env_origins = False
+        self._apply_environment()
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on a Twisted endpoint (repeatable): tcp:4500, ssl:4443:privateKey=key.pem:certKey=cert.pem, unix:/run/symple.sock."""
+        self["listen"].append(description)
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """Accept WebSocket handshakes only from this Origin (repeatable; default: any)."""
+        if self._env_origins:  # the command line replaces the environment's list
+            self["allowed-origin"], self._env_origins = [], False
+        self["allowed-origin"].append(origin)
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        from . import __version__
+        print(f"symple_tx {__version__}")
+        raise SystemExit(0)
+
+    def _env(self, *names: str) -> Optional[str]:
+        for name in names:
+            value = self.environ.get(name)
+            if value is not None:
+                return value
+        return None
+
+    def _apply_environment(self) -> None:
+        """Environment values become the defaults; the command line parsed later wins."""
+        self._env_errors: list[str] = []
+        for long_name, _, _, _, *coerce in self.optParameters:
+            env_names = ENV_ALIASES.get(long_name, ["SYMPLE_" + long_name.upper().replace("-", "_")])
+            value = self._env(*env_names)
+            if value is None:
+                continue
+            if coerce:
+                try:
+                    value = coerce[0](value)
+                except ValueError as exc:
+                    self._env_errors.append(f"{env_names[0]}: {exc}")
+                    continue
+            self[long_name] = value
+        for flag, env_name, inverted in ENV_FLAGS:
+            value = self._env(env_name)
+            if value is None:
+                continue
+            try:
+                self[flag] = _flag(value, env_name) != inverted
+            except usage.UsageError as exc:
+                self._env_errors.append(str(exc))
+        listen = self._env("SYMPLE_LISTEN")
+        if listen:
+            self._env_listen = listen.split()
+        origins = self._env("SYMPLE_ALLOWED_ORIGINS", "SYMPLE_ALLOWED_ORIGIN")
+        if origins:
+            self["allowed-origin"] = origins.replace(",", " ").split()
+            self._env_origins = True
+
+    def postOptions(self) -> None:
+        if self._env_errors:
+            raise usage.UsageError(self._env_errors[0])
+        if not self["listen"]:
+            self["listen"] = list(getattr(self, "_env_listen", []))
+        self["settings"] = self.settings()
+        self["endpoints"] = self.endpoints()
+
+    def settings(self) -> Settings:
+        settings = Settings(
+            authentication=bool(self["authentication"]),
+            dynamic_rooms=not self["no-dynamic-rooms"],
+            session_ttl=self["session-ttl"],
+            redis_url=self["redis"],
+            max_message_size=self["max-message-size"],
+            rate_limit=self["rate-limit"],
+            rate_period=self["rate-period"],
+            max_connections=self["max-connections"],
+            max_send_buffer=self["max-send-buffer"],
+            auth_timeout=self["auth-timeout"],
+            ping_interval=self["ping-interval"],
+            ping_timeout=self["ping-timeout"],
+            allowed_origins=tuple(self["allowed-origin"]),
+            trust_proxy=bool(self["trust-proxy"]),
+            demo=not self["no-demo"],
+            drain_timeout=self["drain-timeout"],
+        )
+        for option, attribute in (("auth-hook", "auth_hook"), ("join-hook", "join_hook")):
+            if self[option]:
+                try:
+                    setattr(settings, attribute, load_callable(self[option]))
+                except ValueError as exc:
+                    raise usage.UsageError(f"--{option}: {exc}")
+        if settings.redis_url:
+            try:
+                RedisAddress.parse(settings.redis_url)
+            except ValueError as exc:
+                raise usage.UsageError(f"--redis: {exc}")
+        if settings.authentication and not (settings.redis_url or settings.auth_hook):
+            raise usage.UsageError("--authentication needs --redis (session store) or --auth-hook")
+        return settings
+
+    def endpoints(self) -> list:
+        descriptions = list(self["listen"])
+        key, cert = self["ssl-key"], self["ssl-cert"]
+        if bool(key) != bool(cert):
+            raise usage.UsageError("--ssl-key and --ssl-cert go together")
+        if self["port"] is not None or not descriptions:
+            port = self["port"] if self["port"] is not None else str(DEFAULT_PORT)
+            if not str(port).isdigit():
+                raise usage.UsageError(f"--port must be a port number, not {port!r}")
+            if key:
+                descriptions.append(f"ssl:{port}:privateKey={_quote(key)}:certKey={_quote(cert)}")
+            else:
+                descriptions.append(f"tcp:{port}")
+        endpoints = []
+        for description in descriptions:
+            try:
+                endpoints.append(server_endpoint(description))
+            except Exception as exc:  # parse errors, unreadable or invalid certificates
+                raise usage.UsageError(f"--listen {description!r}: {_one_line(exc)}")
+        return endpoints
+
+
+def _quote(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return " ".join(text.split())
+
+
+def server_endpoint(description: str) -> Any:
+    from twisted.internet.endpoints import serverFromString
+    return serverFromString(default_reactor, description)
+
+
+def makeService(options: Options) -> SympleService:
+    server = SympleServer(options["settings"])
+    return SympleService(server, options["endpoints"])

@@ -1,0 +1,190 @@
+"""HTTP on the WebSocket port: demo page, ``/healthz`` and ``/metrics``.
+
+``SymplePortFactory`` is what listens: it reads a connection's request head
+and hands the connection either to the Autobahn factory (an Upgrade request)
+or to a ``twisted.web`` site.  WebSocket connections so skip twisted.web's
+HTTP parsing entirely, which keeps connection set-up cheap.
+
+``SympleResource`` is the embedding variant: a ``twisted.web`` resource that
+upgrades at its own path and serves the same pages beneath it.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Callable, Optional
+
+import orjson
+from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from . import __version__
+from .metrics import CONTENT_TYPE_LATEST
+from .websocket import SympleServerFactory
+
+#: Give up on a request head larger than this (bytes) without a blank line.
+MAX_HEAD = 16 * 1024
+
+
+def _wants_upgrade(head: bytes) -> bool:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False
+
+
+class Health:
+    """Whether this process is serving: ``checks`` may add conditions (the Redis bus)."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+        self.checks: list[Callable[[], Optional[str]]] = []
+
+    def status(self) -> tuple[int, dict]:
+        problems = [p for p in (check() for check in self.checks) if p]
+        if self.router.draining:
+            problems.append("draining")
+        body = {"status": "ok" if not problems else "unavailable",
+                "version": __version__, "problems": problems,
+                "connections": len(self.router.links),
+                "peers": len(self.router.sessions), "rooms": len(self.router.rooms)}
+        return (503 if problems else 200), body
+
+
+class HealthResource(Resource):
+    isLeaf = True
+
+    def __init__(self, health: Health) -> None:
+        super().__init__()
+        self.health = health
+
+    def render_GET(self, request: Any) -> bytes:
+        code, body = self.health.status()
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return orjson.dumps(body)
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Any) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
+        return self.metrics.render()
+
+
+class StatusText(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"symple_tx {__version__}: Symple v4 WebSocket server\n".encode()
+
+
+def static_root() -> str:
+    return str(resources.files("symple_tx") / "static")
+
+
+def http_root(router: Any, health: Health, demo: bool) -> Resource:
+    """The resource tree for ``/``: demo (or status text), healthz, metrics."""
+    if demo:
+        root: Resource = File(static_root())
+    else:
+        root = _Root(StatusText())
+    root.putChild(b"healthz", HealthResource(health))
+    root.putChild(b"metrics", MetricsResource(router.metrics))
+    return root
+
+
+class _Root(Resource):
+    """Serves ``leaf`` for ``/`` itself and named children below it."""
+
+    def __init__(self, leaf: Resource) -> None:
+        super().__init__()
+        self.leaf = leaf
+
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        if path == b"":
+            return self.leaf
+        return super().getChild(path, request)
+
+    def render_GET(self, request: Any) -> bytes:
+        return self.leaf.render_GET(request)
+
+
+class _Sniffer(Protocol):
+    """Reads the request head, then becomes a WebSocket or an HTTP connection."""
+
+    inner: Optional[Protocol] = None
+
+    def __init__(self, port_factory: "SymplePortFactory") -> None:
+        self.port_factory = port_factory
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.inner is not None:
+            return self.inner.dataReceived(data)
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 and len(self.buffer) < MAX_HEAD:
+            return
+        factory = self.port_factory
+        target = factory.websocket if _wants_upgrade(self.buffer[:end]) else factory.site
+        inner = target.buildProtocol(self.transport.getPeer())
+        if inner is None:
+            self.transport.loseConnection()
+            return
+        self.inner = inner
+        inner.makeConnection(self.transport)
+        buffered, self.buffer = self.buffer, b""
+        inner.dataReceived(buffered)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+
+
+class SymplePortFactory(Factory):
+    """The factory to listen with: WebSocket at ``/``, HTTP pages beside it."""
+
+    noisy = False
+
+    def __init__(self, websocket: SympleServerFactory, site: Site) -> None:
+        self.websocket = websocket
+        self.site = site
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return _Sniffer(self)
+
+    def doStart(self) -> None:
+        super().doStart()
+        self.site.doStart()
+
+    def doStop(self) -> None:
+        self.site.doStop()
+        super().doStop()
+
+
+class SympleResource(WebSocketResource):
+    """Embedding: upgrade requests at this resource, pages (healthz, metrics) below it."""
+
+    def __init__(self, websocket: SympleServerFactory, pages: Resource) -> None:
+        super().__init__(websocket)
+        self.pages = pages
+
+    def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
+        return self.pages.getChildWithDefault(path, request)
+
+    def render(self, request: Any) -> Any:
+        if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+            return super().render(request)
+        return self.pages.render(request)

@@ -1,0 +1,335 @@
+"""The WebSocket transport: the only module that touches Autobahn and bytes.
+
+It enforces the per-connection protections of PROTOCOL.md section 7 (origin,
+auth timeout, frame size, rate, slow consumers, keepalive), decodes frames,
+processes each connection's frames strictly in order, and hands them to the
+router.  It is the router's ``Link`` for its session.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Optional
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import wire
+from .auth import Authenticator
+from .ratelimit import TokenBucket
+from .router import Router
+from .session import Session
+from .wire import ProtocolError
+
+log = Logger()
+
+
+def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
+    """The remote address; proxy headers count only when the operator trusts them."""
+    if trust_proxy:
+        forwarded = headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+        real_ip = headers.get("x-real-ip")
+        if real_ip:
+            return real_ip.strip()
+    return getattr(peer, "host", None) or "local"
+
+
+_AUTOBAHN_TIMERS = ("openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
+                    "autoPingPendingCall", "autoPingTimeoutCall")
+
+
+def cancel_timers(protocol: Any) -> None:
+    """Cancel Autobahn's timeouts of a connection that is gone (it leaves some behind)."""
+    for name in _AUTOBAHN_TIMERS:
+        call = getattr(protocol, name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+
+@implementer(IPushProducer)
+class SympleServerProtocol(WebSocketServerProtocol):
+    """One peer connection."""
+
+    factory: "SympleServerFactory"
+    session: Optional[Session] = None
+    host = ""
+    _opened = False
+    _sealed = False
+    _too_big = False
+    _paused = False
+    _queued_bytes = 0
+    _busy = False
+    _strikes = 0
+    _auth_timer: Any = None
+    _backlog: Optional[deque] = None
+
+    # -- handshake and lifecycle ----------------------------------------------
+
+    def onConnect(self, request: Any) -> None:
+        settings = self.factory.settings
+        if not settings.origin_allowed(request.headers.get("origin")):
+            self.factory.router.metrics.drops["origin"].inc()
+            raise ConnectionDeny(403, "Origin not allowed")
+        self.host = client_host(request.headers, self.transport.getPeer(),
+                                settings.trust_proxy)
+
+    def onOpen(self) -> None:
+        router = self.factory.router
+        if router.draining:
+            return self._refuse_connection(503, "Server is shutting down")
+        if router.at_capacity():
+            router.metrics.disconnects["capacity"].inc()
+            return self._refuse_connection(503, "Server is at its connection limit")
+        self._opened = True
+        router.link_opened(self)
+        settings = self.factory.settings
+        self._bucket = TokenBucket(settings.rate_limit, settings.rate_period,
+                                   self.factory.reactor.seconds)
+        self._auth_timer = self.factory.reactor.callLater(
+            settings.auth_timeout, self._auth_expired)
+        transport = self.transport
+        if getattr(transport, "producer", None) is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        # Autobahn calls this for connections that never opened too.
+        self._sealed = True
+        cancel_timers(self)
+        if not self._opened:
+            return
+        self._opened = False
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        router = self.factory.router
+        if self.session is not None:
+            router.close_session(self.session)
+        router.link_closed(self)
+
+    def _refuse_connection(self, status: int, message: str) -> None:
+        self._write(wire.error(status, message))
+        self.close(4000 + status, message)
+
+    def _auth_expired(self) -> None:
+        if self.session is None:
+            self.factory.router.metrics.auth_failures["408"].inc()
+            self._refuse(ProtocolError(408, "Authentication timeout", close=True))
+
+    # -- Link ------------------------------------------------------------------
+
+    def send(self, frame: PreparedMessage) -> None:
+        """Queue a prepared frame, dropping the peer if it stops reading."""
+        if self._sealed:
+            return
+        data = frame.payloadHybi
+        if self._paused:
+            self._queued_bytes += len(data)
+            if self._queued_bytes > self.factory.settings.max_send_buffer:
+                return self._slow_consumer()
+        self.transport.write(data)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._sealed:
+            return
+        self._sealed = True
+        # sendCloseFrame, not sendClose: the latter refuses 1001 (going away).
+        self.sendCloseFrame(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode())
+
+    def _write(self, payload: bytes) -> None:
+        self.send(self.factory.router.encode(payload))
+
+    def _slow_consumer(self) -> None:
+        metrics = self.factory.router.metrics
+        metrics.drops["slow_consumer"].inc()
+        metrics.disconnects["slow_consumer"].inc()
+        self.close(4008, "Slow consumer: too much unsent data")
+
+    # IPushProducer: the transport tells us when its buffer is full or drained.
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._queued_bytes = 0
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    # -- incoming frames ---------------------------------------------------------
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._too_big = False
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        limit = self.factory.settings.max_message_size
+        if not self._too_big and self.message_data_total_length > limit:
+            self._too_big = True
+            self.factory.router.metrics.drops["too_large"].inc()
+            self._refuse(ProtocolError(
+                413, f"Frame too large: the limit is {limit} bytes", close=True))
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if not self._too_big:
+            super().onMessageFrameData(payload)
+
+    def onMessageEnd(self) -> None:
+        if self._too_big:
+            self.message_data = []
+            return
+        super().onMessageEnd()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._sealed:
+            return
+        if not self._bucket.take():
+            return self._rate_limited()
+        self._strikes = 0
+        if isBinary:
+            return self._refuse(ProtocolError(
+                400, "Binary frames are not supported: send JSON in text frames"))
+        try:
+            frame = wire.decode(payload)
+        except ProtocolError as exc:
+            self.factory.router.metrics.drops["invalid"].inc()
+            return self._refuse(exc)
+        if self._busy:
+            self._backlog.append(frame)
+        else:
+            self._process(frame)
+
+    def _rate_limited(self) -> None:
+        metrics = self.factory.router.metrics
+        metrics.drops["rate_limit"].inc()
+        self._strikes += 1
+        if self._strikes > self.factory.settings.rate_limit:
+            metrics.disconnects["rate_limit"].inc()
+            return self._refuse(ProtocolError(
+                429, "Rate limit exceeded repeatedly: closing", close=True))
+        self._refuse(ProtocolError(429, "Rate limit exceeded: frame dropped"))
+
+    def _process(self, frame: dict) -> None:
+        """Handle one frame; an asynchronous step holds the later frames back."""
+        try:
+            if self.session is None:
+                result = self._authenticate(frame)
+            else:
+                result = self.factory.router.handle(self.session, frame)
+        except ProtocolError as exc:
+            return self._refuse(exc, frame)
+        except Exception:
+            log.failure("Error while handling a frame")
+            return self._refuse(ProtocolError(500, "Internal server error"), frame)
+        if isinstance(result, Deferred):
+            self._busy = True
+            if self._backlog is None:
+                self._backlog = deque()
+            result.addErrback(self._refuse_failure, frame)
+            result.addBoth(self._resume)
+
+    def _resume(self, _: Any) -> None:
+        self._busy = False
+        backlog = self._backlog
+        while backlog and not self._busy and not self._sealed:
+            self._process(backlog.popleft())
+
+    def _refuse_failure(self, failure: Failure, frame: dict) -> None:
+        if failure.check(ProtocolError):
+            self._refuse(failure.value, frame)
+        else:
+            log.failure("Error while handling a frame", failure)
+            self._refuse(ProtocolError(500, "Internal server error"), frame)
+
+    def _refuse(self, error: ProtocolError, frame: Optional[dict] = None) -> None:
+        """Send the ``error`` frame; close with ``4000 + status`` when it is fatal."""
+        frame_id = error.frame_id
+        if frame_id is None and frame is not None:
+            frame_id = frame.get("id")
+        self._write(wire.error(error.status, error.message, frame_id))
+        if error.close:
+            self.close(error.close_code, error.message)
+
+    # -- authentication ----------------------------------------------------------
+
+    def _authenticate(self, frame: dict) -> Deferred:
+        metrics = self.factory.router.metrics
+        if frame["type"] != "auth":
+            metrics.auth_failures["401"].inc()
+            raise ProtocolError(401, "Not authenticated", close=True)
+        metrics.frames_in["auth"].inc()
+        d = self.factory.authenticator.authenticate(frame, self.host)
+
+        def admitted(identity: Any) -> None:
+            if self._sealed:
+                return
+            if self._auth_timer is not None and self._auth_timer.active():
+                self._auth_timer.cancel()
+            self.session = self.factory.router.open_session(self, identity, self.host)
+
+        def refused(failure: Failure) -> None:
+            if failure.check(ProtocolError):
+                error = failure.value
+                error.close = True
+            else:
+                log.failure("Authentication error", failure)
+                error = ProtocolError(503, "Authentication service unavailable", close=True)
+            metrics.auth_failures[str(error.status)].inc()
+            raise error
+
+        return d.addCallbacks(admitted, refused)
+
+
+class ReactorTimer:
+    """Exact, cancellable timers for Autobahn's timeouts.
+
+    Autobahn batches its timers into whole-second buckets whose reactor calls
+    outlive the cancelled timeouts they served; plain ``callLater`` keeps a
+    10 s ping timeout at 10 s and leaves nothing behind when a peer goes.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.reactor.callLater(delay, func, *args, **kwargs)
+
+
+class SympleServerFactory(WebSocketServerFactory):
+    """Builds ``SympleServerProtocol`` connections bound to one router."""
+
+    protocol = SympleServerProtocol
+
+    def __init__(self, router: Router, authenticator: Authenticator,
+                 reactor: Any = None, url: Optional[str] = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        super().__init__(url=url, reactor=reactor)
+        self.router = router
+        self.settings = router.settings
+        self.authenticator = authenticator
+        settings = self.settings
+        self.setProtocolOptions(
+            failByDrop=False,
+            utf8validateIncoming=False,  # orjson rejects bad UTF-8 with a clear 400
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,  # enforced by the protocol: 413, not 1009
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            closeHandshakeTimeout=2,
+            openHandshakeTimeout=max(settings.auth_timeout, 5),
+        )
+        router.encode = self._prepare
+        self._batched_timer = ReactorTimer(self.reactor)
+
+    @staticmethod
+    def _prepare(payload: bytes) -> PreparedMessage:
+        return PreparedMessage(payload, False, False, True)

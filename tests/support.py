@@ -1,0 +1,189 @@
+"""Test helpers: a real server on a loopback port and a real WebSocket test peer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+import orjson
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, reactor
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.trial import unittest
+
+from symple_tx.config import Settings
+from symple_tx.service import SympleServer, SympleService
+from symple_tx.websocket import ReactorTimer, cancel_timers
+
+#: Seconds a test waits for an expected frame before failing.
+WAIT = 5.0
+
+
+def with_timeout(d: Deferred, seconds: float = WAIT, what: str = "event") -> Deferred:
+    """Fail ``d`` with a readable error instead of hanging the suite."""
+    result: Deferred = Deferred()
+
+    def expire() -> None:
+        if not result.called:
+            result.errback(AssertionError(f"timed out after {seconds}s waiting for {what}"))
+
+    timer = reactor.callLater(seconds, expire)
+
+    def done(value: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        if not result.called:
+            result.callback(value)
+        return None
+
+    d.addBoth(done)
+    return result
+
+
+class TestPeer(WebSocketClientProtocol):
+    """A raw WebSocket peer that records every frame and its close."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: DeferredQueue = DeferredQueue()
+        self.received: list[dict] = []
+        self.opened: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+        self.close_code: Optional[int] = None
+        self.welcome: Optional[dict] = None
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        frame = orjson.loads(payload)
+        self.received.append(frame)
+        self.frames.put(frame)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        self.close_code = code
+        cancel_timers(self)
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"handshake failed: {reason}"))
+        if not self.closed.called:
+            self.closed.callback((code, reason))
+
+    # -- sending ------------------------------------------------------------
+
+    def send_json(self, frame: Any) -> None:
+        self.sendMessage(orjson.dumps(frame))
+
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
+        self.sendMessage(payload, isBinary=binary)
+
+    # -- waiting ------------------------------------------------------------
+
+    def next(self, what: str = "frame") -> Deferred:
+        return with_timeout(self.frames.get(), what=what)
+
+    @defer.inlineCallbacks
+    def expect(self, match: Callable[[dict], bool] | str, what: str = ""):
+        """The next frame that matches (type name or predicate); earlier ones are skipped."""
+        if isinstance(match, str):
+            kind = match
+            match = lambda frame: frame.get("type") == kind  # noqa: E731
+            what = what or kind
+        while True:
+            frame = yield self.next(what or "matching frame")
+            if match(frame):
+                return frame
+
+    @defer.inlineCallbacks
+    def auth(self, user: str, **fields: Any):
+        self.send_json({"type": "auth", "user": user, **fields})
+        frame = yield self.expect(lambda f: f.get("type") in ("welcome", "error"), "welcome")
+        if frame["type"] != "welcome":
+            raise AssertionError(f"auth refused: {frame}")
+        self.welcome = frame
+        return frame
+
+    @property
+    def address(self) -> str:
+        peer = self.welcome["peer"]  # type: ignore[index]
+        return f"{peer['user']}|{peer['id']}"
+
+    @property
+    def session_id(self) -> str:
+        return self.welcome["peer"]["id"]  # type: ignore[index]
+
+    def drain(self) -> list[dict]:
+        """Frames already queued, without waiting."""
+        frames = []
+        while self.frames.pending:
+            frames.append(self.frames.pending.pop(0))
+        return frames
+
+    def wait_closed(self) -> Deferred:
+        return with_timeout(self.closed, what="close")
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts a real server on an ephemeral loopback port for each test."""
+
+    settings: Settings = Settings()
+
+    def make_settings(self) -> Settings:
+        return Settings(**{**self.settings.__dict__})
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.server = SympleServer(self.make_settings())
+        endpoint = self.server.endpoint("tcp:0:interface=127.0.0.1")
+        self.service = SympleService(self.server, [endpoint])
+        self.service.startService()
+        ports = yield self.service.listening()
+        self.port = ports[0].getHost().port
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.peers: list[TestPeer] = []
+        self.addCleanup(self._stop)
+
+    @defer.inlineCallbacks
+    def _stop(self):
+        for peer in self.peers:
+            if peer.transport is not None:
+                peer.transport.abortConnection()
+        yield self.service.stopService()
+
+    @defer.inlineCallbacks
+    def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None):
+        factory = WebSocketClientFactory(self.url, headers=headers, origin=origin)
+        factory.protocol = TestPeer
+        factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
+        factory._batched_timer = ReactorTimer(reactor)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        peer = factory.buildProtocol(None)
+        yield connectProtocol(endpoint, peer)
+        self.peers.append(peer)
+        yield with_timeout(peer.opened, what="WebSocket handshake")
+        return peer
+
+    @defer.inlineCallbacks
+    def peer(self, user: str, **fields: Any):
+        """A connected, authenticated peer."""
+        peer = yield self.connect()
+        yield peer.auth(user, **fields)
+        return peer
+
+    @defer.inlineCallbacks
+    def settle(self, *peers: TestPeer):
+        """Round-trip a frame through the server for each peer, so earlier sends are processed."""
+        for peer in peers:
+            peer.send_json({"type": "message", "to": peer.address, "subtype": "__settle__"})
+            yield peer.expect(lambda f: f.get("subtype") == "__settle__", "settle echo")
+
+
+def redis_required(test: unittest.TestCase) -> None:
+    """Skip when no Redis is reachable, except in CI where it must fail instead."""
+    if os.environ.get("SYMPLE_REQUIRE_REDIS"):
+        return
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
+    except OSError:
+        raise unittest.SkipTest("no Redis on 127.0.0.1:6379 (set SYMPLE_REQUIRE_REDIS=1 to fail)")
