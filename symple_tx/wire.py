@@ -48,7 +48,11 @@ def decode(payload: bytes) -> dict:
     try:
         frame = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolError(400, f"Invalid JSON: {exc}") from None
+        reason = str(exc)
+        if "not valid UTF-8" in reason:
+            # orjson blames "surrogates" for any bad byte; say what it is.
+            reason = "the frame is not valid UTF-8 text"
+        raise ProtocolError(400, f"Invalid JSON: {reason}") from None
     if not isinstance(frame, dict):
         raise ProtocolError(
             400, f"A frame must be a JSON object, not {json_type(frame)}")
