@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .auth import Authenticator
+from .cluster import RedisBus
 from .config import Settings
 from .metrics import Metrics
 from .redis_store import RedisAddress, RedisSessionStore
@@ -40,12 +41,16 @@ class SympleServer:
         self.router = Router(settings, self.metrics)
         self.redis: Any = None
         store = None
+        self.health = Health(self.router)
         if settings.redis_url:
-            self.redis = RedisAddress.parse(settings.redis_url).connect()
+            address = RedisAddress.parse(settings.redis_url)
+            self.redis = address.connect()
             store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
+            self.router.bus = RedisBus(self.router, address, settings.key_prefix,
+                                       settings.node_timeout, reactor)
+            self.health.checks.append(self.router.bus.problem)
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
-        self.health = Health(self.router)
         self.pages = http_root(self.router, self.health, settings.demo)
         self.site = Site(self.pages)
         self.site.displayTracebacks = False
@@ -56,12 +61,21 @@ class SympleServer:
         """A ``twisted.web`` resource to mount in an existing site."""
         return SympleResource(self.websocket, self.pages)
 
+    def start(self) -> None:
+        """Connect to the other processes (a no-op without ``redis_url``)."""
+        self.router.bus.start()
+
     def endpoint(self, description: str) -> IStreamServerEndpoint:
         return serverFromString(self.reactor, description)
 
     @defer.inlineCallbacks
     def shutdown(self):
-        """Send the shutdown event, close every peer with 1001, wait at most the drain timeout."""
+        """Send the shutdown event, close every peer with 1001, wait at most the drain timeout.
+
+        In a cluster the other processes are told first, so they announce our
+        peers offline without waiting for each connection to close.
+        """
+        bus_stopped = self.router.bus.stop()
         idle = self.router.shutdown()
         timeout = self.reactor.callLater(self.settings.drain_timeout, idle.cancel)
         try:
@@ -72,6 +86,7 @@ class SympleServer:
                 link.transport.abortConnection()
         else:
             timeout.cancel()
+        yield bus_stopped
         if self.redis is not None:
             yield self.redis.disconnect()
 
@@ -96,6 +111,10 @@ class SympleService(MultiService):
             listener._waitingForPort.addErrback(lambda f, d=d: (d.errback(f), f)[1])
             waits.append(d)
         return defer.gatherResults(waits, consumeErrors=True)
+
+    def startService(self) -> None:
+        self.server.start()
+        super().startService()
 
     @defer.inlineCallbacks
     def stopService(self):

@@ -106,6 +106,8 @@ class Options(usage.Options):
          _positive_seconds],
         ["drain-timeout", None, 10, "Seconds to wait for peers to close at shutdown.",
          _seconds],
+        ["node-timeout", None, 15, "With --redis: seconds after which the sessions of a "
+         "cluster process that went silent are announced offline.", _positive_seconds],
     ]
     compData = usage.Completions(optActions={"ssl-key": usage.CompleteFiles("*.pem"),
                                              "ssl-cert": usage.CompleteFiles("*.pem")})
@@ -198,6 +200,7 @@ class Options(usage.Options):
             trust_proxy=bool(self["trust-proxy"]),
             demo=not self["no-demo"],
             drain_timeout=self["drain-timeout"],
+            node_timeout=self["node-timeout"],
         )
         for option, attribute in (("auth-hook", "auth_hook"), ("join-hook", "join_hook")):
             if self[option]:
