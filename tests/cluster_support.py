@@ -44,6 +44,8 @@ except ImportError:  # pragma: no cover - older support module
             return sock.getsockname()[1]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: ``twistd`` of this interpreter (``python -m twisted.scripts.twistd`` has no main).
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def _listening(port: int) -> bool:
@@ -111,7 +113,7 @@ class ServerProcess:
     def start(self) -> defer.Deferred:
         env = dict(os.environ, PYTHONPATH=ROOT)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "twisted.scripts.twistd", "-n", "--pidfile=",
+            [*TWISTD, "-n", "--pidfile=",
              "symple", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
              "--redis", self.redis_url, "--no-demo", *self.args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)

@@ -43,11 +43,6 @@ class Channels:
         """A key refreshed with each heartbeat and expiring with the node timeout."""
         return self.prefix + "cluster:alive:" + node_id
 
-    @property
-    def broadcast(self) -> str:
-        """The Ruby gem's emitter channel."""
-        return self.prefix + "broadcast"
-
 
 def delivery(kind: str, session_ids: Iterable[str], payload: bytes) -> bytes:
     return b"d\t%s\t%s\t%s" % (kind.encode(), " ".join(session_ids).encode(), payload)

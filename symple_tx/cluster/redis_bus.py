@@ -7,7 +7,10 @@ Layout (docs/clustering.md explains the choice):
 * ``<prefix>cluster:node:<id>`` — one process: the routed frames that have
   recipients there (one publish per process, whatever the recipient count)
   and sync replies addressed to it;
-* ``<prefix>broadcast`` — the Ruby gem's emitter channel, delivered locally.
+
+The Ruby gem's ``<prefix>broadcast`` channel has its own subscriber
+(``symple_tx.broadcast``): every process delivers those frames to its own
+sessions.
 
 One publishing and one subscribed connection per process, so Redis keeps the
 order of everything one process says, on every channel, for every listener.
@@ -59,10 +62,8 @@ class BusMetrics:
         self.nodes.set_function(nodes)
         self.up = Gauge("symple_bus_up", "1 while the bus is connected to Redis", registry=r)
         self.up.set_function(up)
-        self.sent = {kind: self.publishes.labels(kind)
-                     for kind in ("delivery", "control", "broadcast")}
-        self.got = {kind: self.receives.labels(kind)
-                    for kind in ("delivery", "control", "broadcast")}
+        self.sent = {kind: self.publishes.labels(kind) for kind in ("delivery", "control")}
+        self.got = {kind: self.receives.labels(kind) for kind in ("delivery", "control")}
 
 
 class RedisBus(Bus):
@@ -79,10 +80,9 @@ class RedisBus(Bus):
         self.channels = codec.Channels(prefix)
         self.inbox = self.channels.node(self.node)
         self._control = self.channels.control
-        self._subscriptions = [self._control, self.inbox, self.channels.broadcast]
-        self._handlers = {self._control.encode(): self._on_control,
-                          self.inbox.encode(): self._on_control,
-                          self.channels.broadcast.encode(): self._on_broadcast}
+        self._subscriptions = [self._control, self.inbox]
+        self._handlers = {self._control.encode(): self._on_message,
+                          self.inbox.encode(): self._on_message}
         self.node_timeout = node_timeout
         self.membership = Membership(router, reactor.seconds)
         self.publisher = Connection(address, self, subscriber=False, reactor=reactor)
@@ -98,8 +98,6 @@ class RedisBus(Bus):
         self.metrics = BusMetrics(router.metrics.registry,
                                   lambda: len(self.membership.nodes) + 1,
                                   lambda: 1 if self.up else 0)
-        #: Called with each raw ``symple:broadcast`` message (trusted, local delivery).
-        self.broadcast_handler: Optional[Callable[[bytes], None]] = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -246,7 +244,7 @@ class RedisBus(Bus):
             self.metrics.invalid.inc()
             log.failure("Unusable message on {channel}", channel=channel)
 
-    def _on_control(self, message: bytes) -> None:
+    def _on_message(self, message: bytes) -> None:
         if message[:1] == b"d":
             self.metrics.got["delivery"].inc()
             kind, session_ids, payload = codec.parse_delivery(message)
@@ -286,8 +284,3 @@ class RedisBus(Bus):
             membership.leave(node, event.get("id"), event.get("room"))
         elif op == "presence":
             membership.presence(node, event.get("id"), event.get("data"))
-
-    def _on_broadcast(self, message: bytes) -> None:
-        self.metrics.got["broadcast"].inc()
-        if self.broadcast_handler is not None:
-            self.broadcast_handler(message)

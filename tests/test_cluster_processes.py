@@ -1,0 +1,149 @@
+"""Real ``twistd symple`` processes over a private redis-server: failures and recovery."""
+
+from __future__ import annotations
+
+import signal
+
+import orjson
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from tests.cluster_support import (PeersMixin, RedisServer, ServerProcess, eventually,
+                                   require_redis_server)
+from tests.test_cluster_routing import is_message, presence_of
+
+#: --node-timeout of these processes: a silent process is declared dead after it.
+NODE_TIMEOUT = 2.0
+
+
+class ProcessClusterTestCase(PeersMixin, unittest.TestCase):
+    count = 2
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_redis_server(self)
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        yield self.redis.start()
+        self.processes = [self.process() for _ in range(self.count)]
+        yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)
+
+    def process(self, *args: str) -> ServerProcess:
+        process = ServerProcess(self.redis.url, "--node-timeout", str(NODE_TIMEOUT), *args)
+        self.addCleanup(process.cleanup)
+        return process
+
+    def on(self, index: int, user: str, **fields):
+        return self.peer_on(self.processes[index].port, user, **fields)
+
+    @defer.inlineCallbacks
+    def metric(self, index: int, name: str) -> float:
+        from twisted.web.client import Agent, readBody
+        response = yield Agent(reactor).request(
+            b"GET", f"http://127.0.0.1:{self.processes[index].port}/metrics".encode())
+        body = (yield readBody(response)).decode()
+        total = 0.0
+        for line in body.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    @defer.inlineCallbacks
+    def connected_pair(self, a: int = 0, b: int = 1):
+        """alice on process ``a`` and bob on process ``b``, seeing each other."""
+        alice = yield self.on(a, "alice", rooms=["lobby"])
+        bob = yield self.on(b, "bob", rooms=["lobby"])
+        yield alice.expect(presence_of(bob, True))
+        return alice, bob
+
+
+class FailureTests(ProcessClusterTestCase):
+    count = 3
+
+    @defer.inlineCallbacks
+    def test_killed_process_sessions_go_offline_within_the_node_timeout(self):
+        alice, bob = yield self.connected_pair(0, 1)
+        carol = yield self.on(2, "carol", rooms=["lobby"])
+        yield bob.expect(presence_of(carol, True))
+        self.processes[1].kill()
+        killed_at = reactor.seconds()
+        yield alice.expect(presence_of(bob, False))
+        yield carol.expect(presence_of(bob, False))
+        elapsed = reactor.seconds() - killed_at
+        self.assertLess(elapsed, NODE_TIMEOUT + 0.5)
+        # the survivors still talk to each other
+        alice.send_json({"type": "message", "data": "still here"})
+        yield carol.expect(is_message("still here"))
+
+    @defer.inlineCallbacks
+    def test_sigterm_announces_sessions_offline_before_exiting(self):
+        alice, bob = yield self.connected_pair(0, 1)
+        self.processes[1].signal(signal.SIGTERM)
+        stopped_at = reactor.seconds()
+        shutdown = yield bob.expect(lambda f: f.get("type") == "event")
+        self.assertEqual(shutdown["name"], "shutdown")
+        yield alice.expect(presence_of(bob, False))
+        self.assertLess(reactor.seconds() - stopped_at, NODE_TIMEOUT)
+        yield self.processes[1].exited()
+
+
+class RedisOutageTests(ProcessClusterTestCase):
+    @defer.inlineCallbacks
+    def test_processes_keep_serving_and_recover_after_redis_restarts(self):
+        alice, bob = yield self.connected_pair(0, 1)
+        carol = yield self.on(0, "carol", rooms=["lobby"])
+        yield bob.expect(presence_of(carol, True))
+        yield self.redis.stop()
+        code, body = yield eventually_health(self.processes[0], 503)
+        self.assertIn("redis", orjson.loads(body)["problems"][0])
+        # local traffic still flows during the outage
+        alice.send_json({"type": "message", "to": carol.address, "data": "local"})
+        yield carol.expect(is_message("local"))
+        alice.send_json({"type": "message", "to": bob.address, "data": "lost"})
+        yield eventually_metric(self, 0, "symple_bus_lost_total", 1)
+        # the others are announced offline once they are silent for the timeout
+        yield alice.expect(presence_of(bob, False))
+        yield bob.expect(presence_of(alice, False))
+        yield self.redis.start()
+        yield self.processes[0].healthy()
+        yield self.processes[1].healthy()
+        # everything is re-registered: presence comes back and frames cross again
+        yield alice.expect(presence_of(bob, True))
+        yield bob.expect(presence_of(alice, True))
+        yield bob.expect(presence_of(carol, True))
+        alice.send_json({"type": "message", "to": bob.address, "data": "after"})
+        yield bob.expect(is_message("after"))
+        bob.send_json({"type": "message", "data": "back"})
+        yield carol.expect(is_message("back"))
+        self.assertEqual([f for f in bob.received if f.get("data") == "lost"], [])
+        reconnects = yield self.metric(0, "symple_bus_reconnects_total")
+        self.assertGreaterEqual(reconnects, 1)
+
+
+@defer.inlineCallbacks
+def eventually_health(process: ServerProcess, code: int):
+    result = []
+
+    @defer.inlineCallbacks
+    def check():
+        answer = yield process.health()
+        if answer[0] == code:
+            result.append(answer)
+
+    deadline = reactor.seconds() + 10
+    while not result:
+        yield check()
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"/healthz never answered {code}")
+    return result[0]
+
+
+@defer.inlineCallbacks
+def eventually_metric(test, index: int, name: str, at_least: float):
+    deadline = reactor.seconds() + 10
+    while True:
+        value = yield test.metric(index, name)
+        if value >= at_least:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"{name} stayed at {value}")
