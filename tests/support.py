@@ -150,15 +150,40 @@ class ServerTestCase(unittest.TestCase):
                 peer.transport.abortConnection()
         yield self.service.stopService()
 
-    @defer.inlineCallbacks
-    def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None):
+    def client_factory(self, headers: Optional[dict] = None, origin: Optional[str] = None,
+                       protocol: type = TestPeer) -> WebSocketClientFactory:
+        """A client factory for this server whose peers report close codes."""
         factory = WebSocketClientFactory(self.url, headers=headers, origin=origin)
-        factory.protocol = TestPeer
+        factory.protocol = protocol
         factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
         factory._batched_timer = ReactorTimer(reactor)
+        return factory
+
+    @defer.inlineCallbacks
+    def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None,
+                protocol: type = TestPeer):
+        factory = self.client_factory(headers, origin, protocol)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         peer = factory.buildProtocol(None)
         yield connectProtocol(endpoint, peer)
+        self.peers.append(peer)
+        yield with_timeout(peer.opened, what="WebSocket handshake")
+        return peer
+
+    @defer.inlineCallbacks
+    def connect_small_window(self, receive_buffer: int = 4096):
+        """A peer whose socket has a tiny receive buffer, so a paused reader stalls the server fast."""
+        import socket
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect(("127.0.0.1", self.port))  # the kernel completes it from the backlog
+        sock.setblocking(False)
+        factory = self.client_factory()
+        try:
+            transport = reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate
+        peer = transport.protocol
         self.peers.append(peer)
         yield with_timeout(peer.opened, what="WebSocket handshake")
         return peer
@@ -187,3 +212,60 @@ def redis_required(test: unittest.TestCase) -> None:
         socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
     except OSError:
         raise unittest.SkipTest("no Redis on 127.0.0.1:6379 (set SYMPLE_REQUIRE_REDIS=1 to fail)")
+
+
+@defer.inlineCallbacks
+def eventually(condition: Callable[[], Any], seconds: float = WAIT, what: str = "condition",
+               interval: float = 0.02):
+    """Poll ``condition`` until it is true (returns its value) or fail after ``seconds``."""
+    from twisted.internet.task import deferLater
+    deadline = reactor.seconds() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        yield deferLater(reactor, interval, lambda: None)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nobody listens on right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def self_signed_cert(directory: str, host: str = "localhost") -> tuple[str, str]:
+    """Write a fresh self-signed key and certificate (PEM) for ``host``; returns their paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path = os.path.join(directory, "key.pem")
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
