@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Callable, Optional
 
@@ -18,6 +19,8 @@ from symple_tx.websocket import ReactorTimer, cancel_timers
 
 #: Seconds a test waits for an expected frame before failing.
 WAIT = 5.0
+
+_markers = itertools.count()
 
 
 def with_timeout(d: Deferred, seconds: float = WAIT, what: str = "event") -> Deferred:
@@ -122,6 +125,22 @@ class TestPeer(WebSocketClientProtocol):
     def wait_closed(self) -> Deferred:
         return with_timeout(self.closed, what="close")
 
+    @defer.inlineCallbacks
+    def round_trip(self):
+        """Echo a frame through the server; fires with every frame that arrived before it.
+
+        Unlike ``expect`` nothing is thrown away, so callers can assert on
+        exactly what the peer received (the echo itself is not returned).
+        """
+        marker = f"__round_trip_{next(_markers)}__"
+        self.send_json({"type": "message", "to": self.address, "subtype": marker})
+        frames = []
+        while True:
+            frame = yield self.next("round-trip echo")
+            if frame.get("subtype") == marker:
+                return frames
+            frames.append(frame)
+
 
 class ServerTestCase(unittest.TestCase):
     """Starts a real server on an ephemeral loopback port for each test."""
@@ -201,6 +220,35 @@ class ServerTestCase(unittest.TestCase):
         for peer in peers:
             peer.send_json({"type": "message", "to": peer.address, "subtype": "__settle__"})
             yield peer.expect(lambda f: f.get("subtype") == "__settle__", "settle echo")
+
+    @defer.inlineCallbacks
+    def collect(self, *peers: TestPeer):
+        """Wait until the server has handled everything the peers sent so far.
+
+        Fires with ``{peer: [frames received meanwhile]}``, nothing skipped.
+        The first echo of every peer proves its earlier frames were handled;
+        the second proves every frame those caused reached its recipient.
+        """
+        received: dict[TestPeer, list[dict]] = {peer: [] for peer in peers}
+        for _ in range(2):
+            for peer in peers:
+                frames = yield peer.round_trip()
+                received[peer].extend(frames)
+        return received
+
+    def assert_no_logged_errors(self) -> None:
+        """The server logged no unhandled error (trial would flag them only at the end)."""
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def presences(frames: list[dict]) -> list[dict]:
+    """The presence frames among ``frames``."""
+    return [f for f in frames if f.get("type") == "presence"]
+
+
+def presence_of(frames: list[dict], peer: TestPeer) -> list[dict]:
+    """The presence frames among ``frames`` that announce ``peer``."""
+    return [f for f in presences(frames) if f.get("from") == peer.address]
 
 
 def redis_required(test: unittest.TestCase) -> None:
