@@ -94,10 +94,38 @@ def static_root() -> str:
     return str(resources.files("symple_tx") / "static")
 
 
+class DemoFiles(File):
+    """The demo app's files.
+
+    Types are explicit because browsers refuse ES modules served with a
+    non-JavaScript type and ``mimetypes`` depends on the host's tables;
+    ``no-cache`` makes browsers revalidate, so an upgraded server never runs
+    with stale modules; directories are not listed.
+    """
+
+    contentTypes = {**File.contentTypes,
+                    ".html": "text/html; charset=utf-8",
+                    ".js": "text/javascript; charset=utf-8",
+                    ".mjs": "text/javascript; charset=utf-8",
+                    ".css": "text/css; charset=utf-8",
+                    ".json": "application/json",
+                    ".svg": "image/svg+xml",
+                    ".png": "image/png"}
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
+
+    def directoryListing(self) -> Resource:
+        return self.childNotFound
+
+
 def http_root(router: Any, health: Health, demo: bool) -> Resource:
     """The resource tree for ``/``: demo (or status text), healthz, metrics."""
     if demo:
-        root: Resource = File(static_root())
+        root: Resource = DemoFiles(static_root())
     else:
         root = _Root(StatusText())
     root.putChild(b"healthz", HealthResource(health))
