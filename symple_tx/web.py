@@ -150,13 +150,31 @@ class _Root(Resource):
 
 
 class _Sniffer(Protocol):
-    """Reads the request head, then becomes a WebSocket or an HTTP connection."""
+    """Reads the request head, then becomes a WebSocket or an HTTP connection.
+
+    A connection that does not finish its head within the auth timeout is
+    dropped: otherwise silent sockets would pile up uncounted by any limit.
+    """
 
     inner: Optional[Protocol] = None
+    _timer: Any = None
 
     def __init__(self, port_factory: "SymplePortFactory") -> None:
         self.port_factory = port_factory
         self.buffer = b""
+
+    def connectionMade(self) -> None:
+        factory = self.port_factory
+        self._timer = factory.reactor.callLater(factory.head_timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def dataReceived(self, data: bytes) -> None:
         if self.inner is not None:
@@ -165,6 +183,7 @@ class _Sniffer(Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0 and len(self.buffer) < MAX_HEAD:
             return
+        self._stop_timer()
         factory = self.port_factory
         target = factory.websocket if _wants_upgrade(self.buffer[:end]) else factory.site
         inner = target.buildProtocol(self.transport.getPeer())
@@ -177,6 +196,7 @@ class _Sniffer(Protocol):
         inner.dataReceived(buffered)
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._stop_timer()
         if self.inner is not None:
             self.inner.connectionLost(reason)
 
@@ -189,6 +209,9 @@ class SymplePortFactory(Factory):
     def __init__(self, websocket: SympleServerFactory, site: Site) -> None:
         self.websocket = websocket
         self.site = site
+        self.reactor = websocket.reactor
+        #: Seconds a new connection has to send its request head.
+        self.head_timeout = websocket.settings.auth_timeout
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return _Sniffer(self)

@@ -317,3 +317,17 @@ def self_signed_cert(directory: str, host: str = "localhost") -> tuple[str, str]
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+@defer.inlineCallbacks
+def http_get(url: str, headers: Optional[dict] = None, method: bytes = b"GET",
+             context: Any = None):
+    """One HTTP request on a fresh connection; fires with (code, headers, body)."""
+    from twisted.web.client import Agent, readBody
+    from twisted.web.http_headers import Headers
+    agent = Agent(reactor) if context is None else Agent(reactor, contextFactory=context)
+    response = yield with_timeout(
+        agent.request(method, url.encode(), Headers({k: [v] for k, v in (headers or {}).items()})),
+        what=f"HTTP response from {url}")
+    body = yield with_timeout(readBody(response), what=f"HTTP body from {url}")
+    return response.code, response.headers, body
