@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Callable
 
+#: Slack for float rounding of clock differences: a peer pacing itself exactly
+#: at the limit must not be refused because 0.05 + 0.05 came out as 0.0999...
+_EPSILON = 1e-9
+
 
 class TokenBucket:
+    """A period of 0 or less means no limit."""
+
     __slots__ = ("capacity", "rate", "tokens", "stamp", "clock")
 
     def __init__(self, capacity: int, period: float, clock: Callable[[], float]) -> None:
@@ -17,12 +23,16 @@ class TokenBucket:
 
     def take(self) -> bool:
         """Spend one token if there is one; False means the frame is over the limit."""
+        if self.rate == float("inf"):
+            return True
         now = self.clock()
-        tokens = self.tokens + (now - self.stamp) * self.rate
+        # The clock may be wall time: a step backwards must not drain the bucket.
+        elapsed = now - self.stamp if now > self.stamp else 0.0
         self.stamp = now
+        tokens = self.tokens + elapsed * self.rate
         if tokens > self.capacity:
             tokens = self.capacity
-        if tokens < 1.0:
+        if tokens < 1.0 - _EPSILON:
             self.tokens = tokens
             return False
         self.tokens = tokens - 1.0

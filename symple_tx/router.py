@@ -296,9 +296,9 @@ class Router:
     # -- rooms ---------------------------------------------------------------
 
     def join(self, session: Session, frame: dict) -> Optional[Deferred]:
+        room = wire.check_room(frame)  # 400 before 403 (PROTOCOL.md section 6)
         if not self.settings.dynamic_rooms:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
-        room = wire.check_room(frame)
         frame_id = frame.get("id")
         hook = self.settings.join_hook
         if hook is None or room in session.rooms:
@@ -336,9 +336,9 @@ class Router:
         self.fanout(newcomers, session.online_frame(), "presence")
 
     def leave(self, session: Session, frame: dict) -> None:
+        room = wire.check_room(frame)
         if not self.settings.dynamic_rooms:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
-        room = wire.check_room(frame)
         if room == session.user:
             raise ProtocolError(403, "A session cannot leave its own user room")
         self.send(session, wire.room_ack("leave:ok", room, frame.get("id")), "leave:ok")

@@ -62,6 +62,7 @@ class Session:
         """Store client presence data, rewritten so nobody can impersonate anyone."""
         wire.strip_tokens(data)
         self._stamp(data)
+        data["host"] = self.host
         self.presence = data
         self._online_frame = None
         return data

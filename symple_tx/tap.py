@@ -34,23 +34,36 @@ def _flag(value: str, name: str) -> bool:
     raise usage.UsageError(f"{name} must be true or false, not {value!r}")
 
 
-def _number(kind: Callable[[str], Any], minimum: float = 0) -> Callable[[str], Any]:
+def _number(kind: Callable[[str], Any], minimum: float, doc: str) -> Callable[[str], Any]:
+    noun = "a whole number" if kind is int else "a number"
+
     def convert(value: str) -> Any:
         try:
             number = kind(value)
         except ValueError:
-            raise ValueError(f"expected a number, got {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value!r}")
+            raise ValueError(f"expected {noun}, got {value!r}") from None
+        if number != number or number < minimum:  # NaN too
+            raise ValueError(f"must be {doc}, got {value!r}")
         return number
-    convert.coerceDoc = f"(a number, at least {minimum})"  # type: ignore[attr-defined]
+    convert.coerceDoc = f"({doc})"  # type: ignore[attr-defined]
     return convert
 
 
-_int = _number(int)
-_positive_int = _number(int, 1)
-_seconds = _number(float)
-_positive_seconds = _number(float, 0.001)
+_int = _number(int, 0, "0 or more")
+_positive_int = _number(int, 1, "1 or more")
+_seconds = _number(float, 0, "seconds, 0 or more")
+_positive_seconds = _number(float, 0.001, "seconds, more than 0")
+
+
+class _NamedCoercion(usage.CoerceParameter):
+    """Name the option in a bad value's error: ``--rate-limit: expected ...``."""
+
+    def dispatch(self, parameterName: str, value: Any) -> None:
+        try:
+            super().dispatch(parameterName, value)
+        except usage.UsageError as exc:
+            reason = str(exc).removeprefix("Parameter type enforcement failed: ")
+            raise usage.UsageError(f"--{parameterName}: {reason}") from None
 
 #: Environment names that differ from SYMPLE_<OPTION> (the Node.js server's).
 ENV_ALIASES = {
@@ -66,7 +79,9 @@ ENV_FLAGS = (
 )
 
 
-class Options(usage.Options):
+class SympleOptions(usage.Options):
+    """The options, raising ``UsageError`` (see ``Options`` for twistd)."""
+
     synopsis = "[options]"
     longdesc = ("Run a Symple v4 server: WebSocket + JSON messaging, presence and "
                 "WebRTC signalling.  Every option can also be set as the environment "
@@ -83,13 +98,18 @@ class Options(usage.Options):
         ["port", "p", None, f"Shorthand for --listen tcp:PORT (or ssl:PORT with "
          f"--ssl-key/--ssl-cert). Default {DEFAULT_PORT} when no --listen is given. Env PORT."],
         ["redis", "r", None, "Redis URL (redis://[:password@]host:port/db, rediss://, "
-         "unix:/path) for the session store. Env SYMPLE_REDIS_URL or REDIS_URL."],
+         "unix:/path) for the session store. Default: none (no session store). "
+         "Env SYMPLE_REDIS_URL or REDIS_URL."],
         ["session-ttl", None, 0, "Seconds to extend a stored session's expiry at each "
          "auth; 0 leaves it alone.", _int],
-        ["auth-hook", None, None, "module:callable deciding each auth (sync, Deferred or async)."],
-        ["join-hook", None, None, "module:callable deciding each join (sync, Deferred or async)."],
-        ["ssl-key", None, None, "TLS private key (PEM) for --port. Env SYMPLE_SSL_KEY."],
-        ["ssl-cert", None, None, "TLS certificate chain (PEM) for --port. Env SYMPLE_SSL_CERT."],
+        ["auth-hook", None, None, "module:callable deciding each auth (sync, Deferred or "
+         "async). Default: none (the token check alone decides)."],
+        ["join-hook", None, None, "module:callable deciding each join (sync, Deferred or "
+         "async). Default: none (every join allowed)."],
+        ["ssl-key", None, None, "TLS private key (PEM) for --port. Default: none (plain "
+         "TCP). Env SYMPLE_SSL_KEY."],
+        ["ssl-cert", None, None, "TLS certificate chain (PEM) for --port. Default: none. "
+         "Env SYMPLE_SSL_CERT."],
         ["max-message-size", None, 65536, "Largest accepted frame in bytes (larger: "
          "error 413 and close).", _positive_int],
         ["rate-limit", None, 100, "Frames a session may send per --rate-period "
@@ -114,18 +134,22 @@ class Options(usage.Options):
 
     def __init__(self, environ: Optional[Mapping[str, str]] = None) -> None:
         super().__init__()
+        for name, handler in self._dispatch.items():
+            if isinstance(handler, usage.CoerceParameter):
+                self._dispatch[name] = _NamedCoercion(self, handler.coerce)
         self.environ = os.environ if environ is None else environ
+        self._from_env: set[str] = set()
         self["listen"] = []
         self["allowed-origin"] = []
         self._env_origins = False
         self._apply_environment()
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted endpoint (repeatable): tcp:4500, ssl:4443:privateKey=key.pem:certKey=cert.pem, unix:/run/symple.sock."""
+        """Listen on a Twisted endpoint (repeatable): tcp:4500, ssl:4443:privateKey=key.pem:certKey=cert.pem, unix:/run/symple.sock. Default: tcp:4500. Env SYMPLE_LISTEN (space-separated)."""
         self["listen"].append(description)
 
     def opt_allowed_origin(self, origin: str) -> None:
-        """Accept WebSocket handshakes only from this Origin (repeatable; default: any)."""
+        """Accept WebSocket handshakes only from this Origin (repeatable). Default: any. Env SYMPLE_ALLOWED_ORIGINS (comma-separated)."""
         if self._env_origins:  # the command line replaces the environment's list
             self["allowed-origin"], self._env_origins = [], False
         self["allowed-origin"].append(origin)
@@ -158,6 +182,7 @@ class Options(usage.Options):
                     self._env_errors.append(f"{env_names[0]}: {exc}")
                     continue
             self[long_name] = value
+            self._from_env.add(long_name)
         for flag, env_name, inverted in ENV_FLAGS:
             value = self._env(env_name)
             if value is None:
@@ -177,7 +202,13 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self._env_errors:
             raise usage.UsageError(self._env_errors[0])
-        if not self["listen"]:
+        if self["listen"]:
+            # --listen on the command line replaces the environment's port (PORT is
+            # often set by the platform) as well as its SYMPLE_LISTEN.
+            for name in ("port", "ssl-key", "ssl-cert"):
+                if name in self._from_env:
+                    self[name] = None
+        else:
             self["listen"] = list(getattr(self, "_env_listen", []))
         self["settings"] = self.settings()
         self["endpoints"] = self.endpoints()
@@ -218,6 +249,16 @@ class Options(usage.Options):
         return settings
 
     def endpoints(self) -> list:
+        endpoints = []
+        for description in self.descriptions():
+            try:
+                endpoints.append(server_endpoint(description))
+            except Exception as exc:  # parse errors, unreadable or invalid certificates
+                raise usage.UsageError(f"--listen {description!r}: {_one_line(exc)}")
+        return endpoints
+
+    def descriptions(self) -> list[str]:
+        """The endpoint strings to listen on: every --listen, plus --port's."""
         descriptions = list(self["listen"])
         key, cert = self["ssl-key"], self["ssl-cert"]
         if bool(key) != bool(cert):
@@ -230,13 +271,7 @@ class Options(usage.Options):
                 descriptions.append(f"ssl:{port}:privateKey={_quote(key)}:certKey={_quote(cert)}")
             else:
                 descriptions.append(f"tcp:{port}")
-        endpoints = []
-        for description in descriptions:
-            try:
-                endpoints.append(server_endpoint(description))
-            except Exception as exc:  # parse errors, unreadable or invalid certificates
-                raise usage.UsageError(f"--listen {description!r}: {_one_line(exc)}")
-        return endpoints
+        return descriptions
 
 
 def _quote(path: str) -> str:
@@ -253,6 +288,17 @@ def server_endpoint(description: str) -> Any:
     return serverFromString(default_reactor, description)
 
 
-def makeService(options: Options) -> SympleService:
+class Options(SympleOptions):
+    """What ``twistd symple`` parses: a bad value ends the process with one line."""
+
+    def parseOptions(self, options: Optional[list] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as exc:
+            # twistd would print its whole usage text before the error: say just what is wrong.
+            raise SystemExit(f"twistd symple: {exc} (see: twistd symple --help)") from None
+
+
+def makeService(options: SympleOptions) -> SympleService:
     server = SympleServer(options["settings"])
     return SympleService(server, options["endpoints"])

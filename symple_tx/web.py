@@ -94,10 +94,38 @@ def static_root() -> str:
     return str(resources.files("symple_tx") / "static")
 
 
+class DemoFiles(File):
+    """The demo app's files.
+
+    Types are explicit because browsers refuse ES modules served with a
+    non-JavaScript type and ``mimetypes`` depends on the host's tables;
+    ``no-cache`` makes browsers revalidate, so an upgraded server never runs
+    with stale modules; directories are not listed.
+    """
+
+    contentTypes = {**File.contentTypes,
+                    ".html": "text/html; charset=utf-8",
+                    ".js": "text/javascript; charset=utf-8",
+                    ".mjs": "text/javascript; charset=utf-8",
+                    ".css": "text/css; charset=utf-8",
+                    ".json": "application/json",
+                    ".svg": "image/svg+xml",
+                    ".png": "image/png"}
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"cache-control", b"no-cache")
+        return super().render_GET(request)
+
+    render_HEAD = render_GET
+
+    def directoryListing(self) -> Resource:
+        return self.childNotFound
+
+
 def http_root(router: Any, health: Health, demo: bool) -> Resource:
     """The resource tree for ``/``: demo (or status text), healthz, metrics."""
     if demo:
-        root: Resource = File(static_root())
+        root: Resource = DemoFiles(static_root())
     else:
         root = _Root(StatusText())
     root.putChild(b"healthz", HealthResource(health))
@@ -122,13 +150,31 @@ class _Root(Resource):
 
 
 class _Sniffer(Protocol):
-    """Reads the request head, then becomes a WebSocket or an HTTP connection."""
+    """Reads the request head, then becomes a WebSocket or an HTTP connection.
+
+    A connection that does not finish its head within the auth timeout is
+    dropped: otherwise silent sockets would pile up uncounted by any limit.
+    """
 
     inner: Optional[Protocol] = None
+    _timer: Any = None
 
     def __init__(self, port_factory: "SymplePortFactory") -> None:
         self.port_factory = port_factory
         self.buffer = b""
+
+    def connectionMade(self) -> None:
+        factory = self.port_factory
+        self._timer = factory.reactor.callLater(factory.head_timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def dataReceived(self, data: bytes) -> None:
         if self.inner is not None:
@@ -137,6 +183,7 @@ class _Sniffer(Protocol):
         end = self.buffer.find(b"\r\n\r\n")
         if end < 0 and len(self.buffer) < MAX_HEAD:
             return
+        self._stop_timer()
         factory = self.port_factory
         target = factory.websocket if _wants_upgrade(self.buffer[:end]) else factory.site
         inner = target.buildProtocol(self.transport.getPeer())
@@ -149,6 +196,7 @@ class _Sniffer(Protocol):
         inner.dataReceived(buffered)
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._stop_timer()
         if self.inner is not None:
             self.inner.connectionLost(reason)
 
@@ -161,6 +209,9 @@ class SymplePortFactory(Factory):
     def __init__(self, websocket: SympleServerFactory, site: Site) -> None:
         self.websocket = websocket
         self.site = site
+        self.reactor = websocket.reactor
+        #: Seconds a new connection has to send its request head.
+        self.head_timeout = websocket.settings.auth_timeout
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return _Sniffer(self)

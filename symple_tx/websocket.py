@@ -192,7 +192,7 @@ class SympleServerProtocol(WebSocketServerProtocol):
         if self._sealed:
             return
         if not self._bucket.take():
-            return self._rate_limited()
+            return self._rate_limited(payload)
         self._strikes = 0
         if isBinary:
             return self._refuse(ProtocolError(
@@ -207,15 +207,19 @@ class SympleServerProtocol(WebSocketServerProtocol):
         else:
             self._process(frame)
 
-    def _rate_limited(self) -> None:
+    def _rate_limited(self, payload: bytes) -> None:
         metrics = self.factory.router.metrics
         metrics.drops["rate_limit"].inc()
         self._strikes += 1
+        try:  # the error repeats the dropped frame's id, when it has one
+            frame: Optional[dict] = wire.decode(payload)
+        except ProtocolError:
+            frame = None
         if self._strikes > self.factory.settings.rate_limit:
             metrics.disconnects["rate_limit"].inc()
             return self._refuse(ProtocolError(
-                429, "Rate limit exceeded repeatedly: closing", close=True))
-        self._refuse(ProtocolError(429, "Rate limit exceeded: frame dropped"))
+                429, "Rate limit exceeded repeatedly: closing", close=True), frame)
+        self._refuse(ProtocolError(429, "Rate limit exceeded: frame dropped"), frame)
 
     def _process(self, frame: dict) -> None:
         """Handle one frame; an asynchronous step holds the later frames back."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Callable, Optional
 
@@ -18,6 +19,8 @@ from symple_tx.websocket import ReactorTimer, cancel_timers
 
 #: Seconds a test waits for an expected frame before failing.
 WAIT = 5.0
+
+_markers = itertools.count()
 
 
 def with_timeout(d: Deferred, seconds: float = WAIT, what: str = "event") -> Deferred:
@@ -122,6 +125,22 @@ class TestPeer(WebSocketClientProtocol):
     def wait_closed(self) -> Deferred:
         return with_timeout(self.closed, what="close")
 
+    @defer.inlineCallbacks
+    def round_trip(self):
+        """Echo a frame through the server; fires with every frame that arrived before it.
+
+        Unlike ``expect`` nothing is thrown away, so callers can assert on
+        exactly what the peer received (the echo itself is not returned).
+        """
+        marker = f"__round_trip_{next(_markers)}__"
+        self.send_json({"type": "message", "to": self.address, "subtype": marker})
+        frames = []
+        while True:
+            frame = yield self.next("round-trip echo")
+            if frame.get("subtype") == marker:
+                return frames
+            frames.append(frame)
+
 
 class ServerTestCase(unittest.TestCase):
     """Starts a real server on an ephemeral loopback port for each test."""
@@ -150,15 +169,40 @@ class ServerTestCase(unittest.TestCase):
                 peer.transport.abortConnection()
         yield self.service.stopService()
 
-    @defer.inlineCallbacks
-    def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None):
+    def client_factory(self, headers: Optional[dict] = None, origin: Optional[str] = None,
+                       protocol: type = TestPeer) -> WebSocketClientFactory:
+        """A client factory for this server whose peers report close codes."""
         factory = WebSocketClientFactory(self.url, headers=headers, origin=origin)
-        factory.protocol = TestPeer
+        factory.protocol = protocol
         factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
         factory._batched_timer = ReactorTimer(reactor)
+        return factory
+
+    @defer.inlineCallbacks
+    def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None,
+                protocol: type = TestPeer):
+        factory = self.client_factory(headers, origin, protocol)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         peer = factory.buildProtocol(None)
         yield connectProtocol(endpoint, peer)
+        self.peers.append(peer)
+        yield with_timeout(peer.opened, what="WebSocket handshake")
+        return peer
+
+    @defer.inlineCallbacks
+    def connect_small_window(self, receive_buffer: int = 4096):
+        """A peer whose socket has a tiny receive buffer, so a paused reader stalls the server fast."""
+        import socket
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect(("127.0.0.1", self.port))  # the kernel completes it from the backlog
+        sock.setblocking(False)
+        factory = self.client_factory()
+        try:
+            transport = reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate
+        peer = transport.protocol
         self.peers.append(peer)
         yield with_timeout(peer.opened, what="WebSocket handshake")
         return peer
@@ -177,6 +221,35 @@ class ServerTestCase(unittest.TestCase):
             peer.send_json({"type": "message", "to": peer.address, "subtype": "__settle__"})
             yield peer.expect(lambda f: f.get("subtype") == "__settle__", "settle echo")
 
+    @defer.inlineCallbacks
+    def collect(self, *peers: TestPeer):
+        """Wait until the server has handled everything the peers sent so far.
+
+        Fires with ``{peer: [frames received meanwhile]}``, nothing skipped.
+        The first echo of every peer proves its earlier frames were handled;
+        the second proves every frame those caused reached its recipient.
+        """
+        received: dict[TestPeer, list[dict]] = {peer: [] for peer in peers}
+        for _ in range(2):
+            for peer in peers:
+                frames = yield peer.round_trip()
+                received[peer].extend(frames)
+        return received
+
+    def assert_no_logged_errors(self) -> None:
+        """The server logged no unhandled error (trial would flag them only at the end)."""
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+def presences(frames: list[dict]) -> list[dict]:
+    """The presence frames among ``frames``."""
+    return [f for f in frames if f.get("type") == "presence"]
+
+
+def presence_of(frames: list[dict], peer: TestPeer) -> list[dict]:
+    """The presence frames among ``frames`` that announce ``peer``."""
+    return [f for f in presences(frames) if f.get("from") == peer.address]
+
 
 def redis_required(test: unittest.TestCase) -> None:
     """Skip when no Redis is reachable, except in CI where it must fail instead."""
@@ -187,3 +260,74 @@ def redis_required(test: unittest.TestCase) -> None:
         socket.create_connection(("127.0.0.1", 6379), timeout=0.5).close()
     except OSError:
         raise unittest.SkipTest("no Redis on 127.0.0.1:6379 (set SYMPLE_REQUIRE_REDIS=1 to fail)")
+
+
+@defer.inlineCallbacks
+def eventually(condition: Callable[[], Any], seconds: float = WAIT, what: str = "condition",
+               interval: float = 0.02):
+    """Poll ``condition`` until it is true (returns its value) or fail after ``seconds``."""
+    from twisted.internet.task import deferLater
+    deadline = reactor.seconds() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        yield deferLater(reactor, interval, lambda: None)
+
+
+def free_port() -> int:
+    """A loopback TCP port that nobody listens on right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def self_signed_cert(directory: str, host: str = "localhost") -> tuple[str, str]:
+    """Write a fresh self-signed key and certificate (PEM) for ``host``; returns their paths."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path = os.path.join(directory, "key.pem")
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption()))
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+@defer.inlineCallbacks
+def http_get(url: str, headers: Optional[dict] = None, method: bytes = b"GET",
+             context: Any = None):
+    """One HTTP request on a fresh connection; fires with (code, headers, body)."""
+    from twisted.web.client import Agent, readBody
+    from twisted.web.http_headers import Headers
+    agent = Agent(reactor) if context is None else Agent(reactor, contextFactory=context)
+    response = yield with_timeout(
+        agent.request(method, url.encode(), Headers({k: [v] for k, v in (headers or {}).items()})),
+        what=f"HTTP response from {url}")
+    body = yield with_timeout(readBody(response), what=f"HTTP body from {url}")
+    return response.code, response.headers, body

@@ -94,6 +94,17 @@ class DecodeTests(unittest.TestCase):
         self.assertRefused(objects, "Invalid JSON")
 
 
+    def test_nesting_the_server_can_reencode(self):
+        def frame(depth: int) -> bytes:
+            # The frame object itself is the first level.
+            return b'{"type": "message", "data": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+        decoded = wire.decode(frame(wire.MAX_DEPTH))
+        self.assertEqual(orjson.loads(orjson.dumps(decoded)), decoded)
+        self.assertRefused(frame(wire.MAX_DEPTH + 1), "nested too deeply")
+        self.assertRefused(frame(300), "nested too deeply")
+
+
 class StripTokensTests(unittest.TestCase):
     def test_top_level_and_nested(self):
         value = {"token": "a", "data": {"token": "b", "keep": 1,

@@ -1,0 +1,622 @@
+"""A Symple v4 client for Twisted, with the capabilities of ``symple-client`` 4.x.
+
+``SympleClient`` connects over ``ws://`` or ``wss://`` (certificates verified
+by default), authenticates, keeps a roster of the peers it sees from presence,
+announces capabilities, and reconnects with exponential backoff and jitter
+through Twisted's ``ClientService``.  After a reconnect it joins again the
+rooms it had joined and rebuilds its roster from the server's snapshot.
+
+Like the JavaScript client it gives up, instead of retrying, when the very
+first connection fails, when the server rejects its credentials, and when the
+application disconnects on purpose.  Scripts without a running reactor use
+``run(main)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import secrets
+from collections import defaultdict
+from typing import Any, Callable, Optional, Union
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.internet import ClientService
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (HostnameEndpoint, TCP4ClientEndpoint,
+                                        TCP6ClientEndpoint, wrapClientTLS)
+from twisted.internet.task import deferLater
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import wire
+from .roster import PeerMatch, Roster, peer_matches
+from .websocket import ReactorTimer, cancel_timers
+from .wire import ProtocolError
+
+log = Logger()
+
+#: A frame filter: a predicate, or a dict of fields the frame must have.
+FrameMatch = Union[Callable[[dict], bool], dict, None]
+
+#: Events a client emits, with what the listener is given.
+EVENTS = {
+    "connect": "own peer dict, after each welcome",
+    "disconnect": "dict with code, reason and reconnecting",
+    "error": "ClientError (server error frame), AuthError or ConnectError",
+    "frame": "every decoded frame, before the specific event",
+    "message": "message frame", "presence": "presence frame",
+    "command": "command frame", "event": "event frame",
+    "add_peer": "peer dict", "update_peer": "peer dict", "remove_peer": "peer dict",
+}
+
+
+class ClientError(Exception):
+    """An ``error`` frame from the server."""
+
+    def __init__(self, status: int, message: str, frame: Optional[dict] = None) -> None:
+        super().__init__(f"{status} {message}")
+        self.status = status
+        self.message = message
+        self.frame = frame or {}
+
+
+class AuthError(ClientError):
+    """The server refused the credentials; the client does not retry."""
+
+
+class ConnectError(Exception):
+    """The server could not be reached or closed before welcoming the client."""
+
+
+class NotConnected(Exception):
+    """The client is not online, so it cannot send."""
+
+
+def frame_matches(frame: dict, match: FrameMatch) -> bool:
+    if match is None:
+        return True
+    if callable(match):
+        return bool(match(frame))
+    return all(frame.get(key) == value for key, value in match.items())
+
+
+def new_frame_id() -> str:
+    return secrets.token_urlsafe(9)
+
+
+class Events:
+    """A small synchronous event emitter; a failing listener never stops the others."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
+
+    def on(self, event: str, callback: Optional[Callable[..., Any]] = None) -> Any:
+        """Add a listener; usable as a decorator: ``@client.on("message")``."""
+        if callback is None:
+            return lambda cb: self.on(event, cb)
+        self._listeners[event].append(callback)
+        return callback
+
+    def off(self, event: str, callback: Callable[..., Any]) -> None:
+        listeners = self._listeners.get(event, [])
+        if callback in listeners:
+            listeners.remove(callback)
+
+    def emit(self, event: str, *args: Any) -> None:
+        for callback in list(self._listeners.get(event, ())):
+            try:
+                callback(*args)
+            except Exception:
+                log.failure("Error in a {event!r} listener", event=event)
+
+    def once(self, event: str, match: Callable[..., bool] = lambda *a: True,
+             timeout: Optional[float] = None, reactor: Any = None) -> Deferred:
+        """A Deferred for the next ``event`` whose arguments satisfy ``match``."""
+        def listener(*args: Any) -> None:
+            if match(*args):
+                self.off(event, listener)
+                d.callback(args[0] if len(args) == 1 else args)
+
+        d: Deferred = Deferred(lambda _: self.off(event, listener))
+        self.on(event, listener)
+        if timeout is not None:
+            d.addTimeout(timeout, reactor or _reactor())
+        return d
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+    return reactor
+
+
+def backoff(initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0,
+            jitter: float = 1.0) -> Callable[[int], float]:
+    """Retry delays for ``ClientService``: initial, x factor each time, capped, plus jitter."""
+    def policy(attempt: int) -> float:
+        delay = min(initial * factor ** min(max(attempt - 1, 0), 64), maximum)
+        return delay + random.uniform(0, jitter)
+    return policy
+
+
+def load_trust_root(ca_file: str) -> Any:
+    """Trust exactly the certificates in a PEM file (one CA or a bundle)."""
+    with open(ca_file, "rb") as f:
+        pem = f.read()
+    marker = b"-----END CERTIFICATE-----"
+    blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN" in block]
+    if not blocks:
+        raise ValueError(f"{ca_file}: no PEM certificate found")
+    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
+
+
+def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
+                    verify: bool = True, timeout: float = 10.0) -> Any:
+    """The TCP (or TLS) endpoint for a ``ws://`` / ``wss://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"Invalid server URL {url!r}: expected ws://host[:port]/ or wss://...")
+    secure = parts.scheme == "wss"
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError:
+        raise ValueError(f"Invalid server URL {url!r}: bad port") from None
+    host = parts.hostname
+    if isIPAddress(host):
+        endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    if not secure:
+        return endpoint
+    if verify:
+        trust = load_trust_root(ca_file) if ca_file else ssl.platformTrust()
+        creator = ssl.optionsForClientTLS(parts.hostname, trustRoot=trust)
+    else:
+        creator = ssl.CertificateOptions(verify=False)
+    return wrapClientTLS(creator, endpoint)
+
+
+class SympleClientProtocol(WebSocketClientProtocol):
+    """One WebSocket connection; everything it hears goes to its ``SympleClient``."""
+
+    factory: "SympleClientFactory"
+    lost_reason: Optional[Failure] = None
+
+    def onOpen(self) -> None:
+        self.factory.client._opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not isBinary:
+            self.factory.client._received(self, payload)
+
+    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
+        cancel_timers(self)
+        self.factory.client._closed(self, code, reason)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.lost_reason = reason
+        super().connectionLost(reason)
+
+
+class SympleClientFactory(WebSocketClientFactory):
+    protocol = SympleClientProtocol
+
+    def __init__(self, client: "SympleClient", url: str, reactor: Any) -> None:
+        super().__init__(url, reactor=reactor)
+        self.client = client
+        self.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10,
+                                closeHandshakeTimeout=2, autoPingInterval=0)
+        self._batched_timer = ReactorTimer(reactor)
+
+
+class SympleClient(Events):
+    """A Symple peer.  See ``EVENTS`` for what it emits and docs/client.md for a tour."""
+
+    def __init__(self, url: str, user: str, *, name: str = "", token: str = "",
+                 rooms: tuple[str, ...] | list[str] = (), data: Optional[dict] = None,
+                 reconnect: bool = True, reconnect_delay: float = 1.0,
+                 max_reconnect_delay: float = 30.0, reconnect_factor: float = 2.0,
+                 jitter: float = 1.0, ca_file: Optional[str] = None, verify: bool = True,
+                 connect_timeout: float = 10.0, reactor: Any = None) -> None:
+        super().__init__()
+        self.reactor = reactor or _reactor()
+        self.url = url
+        self.user = user
+        self.name = name
+        self.token = token
+        self.auth_rooms = list(rooms)
+        self.data = dict(data or {})
+        self.reconnect = reconnect
+        self.capabilities: dict[str, Any] = {}
+        self.roster = Roster()
+        #: Our own peer object from the latest ``welcome``; None while offline.
+        self.peer: Optional[dict] = None
+        #: Rooms the server says we are in.
+        self.rooms: list[str] = []
+        #: Rooms joined with ``join()``: joined again after every reconnect.
+        self.joined: list[str] = []
+        self.protocol: Optional[SympleClientProtocol] = None
+        self._endpoint = client_endpoint(self.reactor, url, ca_file, verify, connect_timeout)
+        self._policy = backoff(reconnect_delay, max_reconnect_delay, reconnect_factor, jitter)
+        self._service: Optional[ClientService] = None
+        self._stopping = False
+        self._ever_online = False
+        self._unwelcomed = 0
+        self._rejected: Optional[AuthError] = None
+        self._waiting: list[Deferred] = []
+        self._pending: dict[str, tuple[Deferred, str, str]] = {}
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self.peer is not None and self.protocol is not None
+
+    @property
+    def address(self) -> Optional[str]:
+        return wire.address(self.peer["user"], self.peer["id"]) if self.peer else None
+
+    # -- connecting ----------------------------------------------------------
+
+    def connect(self) -> Deferred:
+        """Start connecting; fires with our peer dict once welcomed.
+
+        Fails with ``ConnectError`` if the first attempt cannot reach the
+        server, or ``AuthError`` if the server refuses the credentials.
+        """
+        if self._service is None:
+            self._stopping = False
+            self._ever_online = False
+            self._rejected = None
+            self._unwelcomed = 0
+            factory = SympleClientFactory(self, self.url, self.reactor)
+            self._service = ClientService(self._endpoint, factory, retryPolicy=self._retry_delay,
+                                          clock=self.reactor)
+            self._service.startService()
+            first = self._service.whenConnected(failAfterFailures=1)
+            first.addErrback(self._first_attempt_failed)
+        return self.when_connected()
+
+    def _retry_delay(self, attempt: int) -> float:
+        # Connections that drop before ``welcome`` count as failures too, so a
+        # server that accepts TCP but refuses us is not hammered.
+        return self._policy(attempt + self._unwelcomed)
+
+    def _first_attempt_failed(self, failure: Failure) -> None:
+        if self._ever_online or self._stopping:
+            return None
+        self._give_up(ConnectError(f"Cannot connect to {self.url}: "
+                                   f"{failure.getErrorMessage() or failure.type.__name__}"))
+        return None
+
+    def when_connected(self, timeout: Optional[float] = None) -> Deferred:
+        """Fires with our peer dict when online (at once if already online)."""
+        if self.online:
+            return succeed(self.peer)
+        if self._service is None:
+            return fail(NotConnected("connect() has not been called"))
+        d: Deferred = Deferred(lambda d: self._waiting.remove(d) if d in self._waiting else None)
+        self._waiting.append(d)
+        if timeout is not None:
+            d.addTimeout(timeout, self.reactor)
+        return d
+
+    def disconnect(self) -> Deferred:
+        """Close the connection and stop reconnecting; fires once it is closed."""
+        self._stopping = True
+        if self.protocol is not None:
+            self.protocol.sendClose(1000)
+        self._fail_waiting(NotConnected("Disconnected"))
+        return self._stop_service()
+
+    close = disconnect
+
+    def _stop_service(self) -> Deferred:
+        """Stop reconnecting; on the next turn, as this may run inside the service's own callbacks."""
+        service, self._service = self._service, None
+        if service is None or not service.running:
+            return succeed(None)
+        return deferLater(self.reactor, 0, service.stopService)
+
+    def _give_up(self, error: Exception) -> None:
+        """Stop for good after a failure that retrying would not fix."""
+        self._stopping = True
+        self._stop_service()
+        self.emit("error", error)
+        self._fail_waiting(error)
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(error)
+
+    # -- connection events (from the protocol) ---------------------------------
+
+    def _opened(self, protocol: SympleClientProtocol) -> None:
+        self.protocol = protocol
+        self._rejected = None
+        frame: dict[str, Any] = {"type": "auth", "user": self.user}
+        if self.name:
+            frame["name"] = self.name
+        if self.token:
+            frame["token"] = self.token
+        if self.auth_rooms:
+            frame["rooms"] = self.auth_rooms
+        data = dict(self.data)
+        if self.capabilities:
+            data["capabilities"] = dict(self.capabilities)
+        if data:
+            frame["data"] = data
+        protocol.sendMessage(wire.dumps(frame))
+
+    def _received(self, protocol: SympleClientProtocol, payload: bytes) -> None:
+        try:
+            frame = wire.decode(payload)
+        except ProtocolError as exc:
+            log.warn("Ignoring an invalid frame from the server: {error}", error=exc.message)
+            return
+        kind = frame["type"]
+        if self.peer is None:
+            if kind == "welcome":
+                self._welcomed(frame)
+            elif kind == "error":
+                self._rejected = AuthError(frame.get("status", 0), str(frame.get("message")), frame)
+            return
+        self.emit("frame", frame)
+        if kind == "presence":
+            self._presence(frame)
+        elif kind in ("join:ok", "leave:ok", "error"):
+            self._answer(frame)
+        elif kind in ("message", "command", "event"):
+            self.emit(kind, frame)
+
+    def _welcomed(self, frame: dict) -> None:
+        peer = frame.get("peer")
+        if not isinstance(peer, dict) or not isinstance(peer.get("id"), str):
+            log.warn("Ignoring a welcome without a peer")
+            return
+        self.peer = peer
+        self.rooms = [r for r in frame.get("rooms", []) if isinstance(r, str)]
+        self.roster.own_id = peer["id"]
+        self._ever_online = True
+        self._unwelcomed = 0
+        for room in self.joined:
+            if room not in self.rooms:
+                self._room_request("join", room).addErrback(self._rejoin_failed, room)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(peer)
+        self.emit("connect", peer)
+
+    def _rejoin_failed(self, failure: Failure, room: str) -> None:
+        if failure.check(ClientError):
+            self.joined = [r for r in self.joined if r != room]
+            self.emit("error", failure.value)
+
+    def _closed(self, protocol: SympleClientProtocol, code: Optional[int],
+                reason: Optional[str]) -> None:
+        was_online = protocol is self.protocol and self.peer is not None
+        if protocol is self.protocol:
+            self.protocol = None
+        self.peer = None
+        pending, self._pending = self._pending, {}
+        for d, _, _ in pending.values():
+            d.errback(NotConnected("Connection lost"))
+        for peer in self.roster.clear():
+            self.emit("remove_peer", {**peer, "online": False})
+        reconnecting = False
+        if self._stopping:
+            pass
+        elif self._rejected is not None:
+            self._give_up(self._rejected)
+        elif not self._ever_online:
+            self._give_up(ConnectError(f"Cannot connect to {self.url}: "
+                                       f"{self._describe(protocol, code, reason)}"))
+        elif not self.reconnect:
+            self._stopping = True
+            self._stop_service()
+        else:
+            reconnecting = True
+            if not was_online:
+                self._unwelcomed += 1
+        if was_online:
+            self.emit("disconnect", {"code": code, "reason": reason,
+                                     "reconnecting": reconnecting})
+
+    @staticmethod
+    def _describe(protocol: SympleClientProtocol, code: Optional[int],
+                  reason: Optional[str]) -> str:
+        lost = protocol.lost_reason
+        if lost is not None and not lost.check(ConnectionDone):
+            message = lost.getErrorMessage()
+            if "certificate" in message.lower() or lost.type.__name__ == "Error":
+                return f"TLS handshake failed ({message})"
+            return message
+        if protocol.state == protocol.STATE_CONNECTING or code is None:
+            return f"WebSocket handshake failed ({reason or 'connection closed'})"
+        return f"closed before welcome (code {code}: {reason or 'no reason'})"
+
+    # -- incoming frames ---------------------------------------------------------
+
+    def _presence(self, frame: dict) -> None:
+        sender = frame.get("from")
+        if frame.get("probe") is True and isinstance(sender, str) and "|" in sender:
+            self.send_presence(to=sender.partition("|")[2])
+        change = self.roster.apply(frame)
+        self.emit("presence", frame)
+        if change is not None:
+            kind, peer = change
+            self.emit(f"{kind}_peer", peer)
+
+    def _answer(self, frame: dict) -> None:
+        request = self._pending.pop(frame.get("id"), None) if "id" in frame else None
+        if frame["type"] == "error":
+            error = ClientError(frame.get("status", 0), str(frame.get("message")), frame)
+            if request is not None:
+                request[0].errback(error)
+            else:
+                self.emit("error", error)
+            return
+        if request is None:
+            return
+        d, kind, room = request
+        if kind == "join" and room not in self.rooms:
+            self.rooms.append(room)
+        elif kind == "leave" and room in self.rooms:
+            self.rooms.remove(room)
+        d.callback(room)
+
+    # -- sending -----------------------------------------------------------------
+
+    def send(self, frame: dict) -> dict:
+        """Send any frame (``from`` and a random ``id`` are filled in); returns it."""
+        if not self.online:
+            raise NotConnected(f"Not connected to {self.url}")
+        frame.setdefault("id", new_frame_id())
+        frame.setdefault("from", self.address)
+        self.protocol.sendMessage(wire.dumps(frame))  # type: ignore[union-attr]
+        return frame
+
+    def send_message(self, to: Any = None, data: Any = None, subtype: Optional[str] = None,
+                     **fields: Any) -> dict:
+        """A ``message``: ``to`` is ``user|id``, a room, a list of rooms or None (everyone)."""
+        return self.send(_routed("message", to, data, subtype, fields))
+
+    def send_command(self, to: Any = None, node: Optional[str] = None, data: Any = None,
+                     **fields: Any) -> dict:
+        if node is not None:
+            fields["node"] = node
+        return self.send(_routed("command", to, data, None, fields))
+
+    def send_event(self, name: str, to: Any = None, data: Any = None, **fields: Any) -> dict:
+        fields["name"] = name
+        return self.send(_routed("event", to, data, None, fields))
+
+    def respond(self, frame: dict, **fields: Any) -> dict:
+        """Answer ``frame`` to its sender, keeping its type, subtype and id."""
+        reply = {k: v for k, v in frame.items() if k not in ("from", "to")}
+        reply["to"] = frame.get("from")
+        reply.update(fields)
+        return self.send(reply)
+
+    def send_presence(self, data: Optional[dict] = None, to: Any = None,
+                      probe: bool = False) -> dict:
+        """Announce our presence (peer, data and capabilities) to everyone or ``to``."""
+        payload = {**(self.peer or {}), **self.data}
+        if self.capabilities:
+            payload["capabilities"] = dict(self.capabilities)
+        payload.update(data or {})
+        frame: dict[str, Any] = {"type": "presence", "data": payload}
+        if to is not None:
+            frame["to"] = to
+        if probe:
+            frame["probe"] = True
+        return self.send(frame)
+
+    def join(self, room: str) -> Deferred:
+        """Join a room; fires with the room on ``join:ok``, fails with ``ClientError``."""
+        if not wire.valid_room(room):
+            return fail(ValueError(f"Invalid room name {room!r}"))
+
+        def joined(result: str) -> str:
+            if room not in self.joined:
+                self.joined.append(room)
+            return result
+        return self._room_request("join", room).addCallback(joined)
+
+    def leave(self, room: str) -> Deferred:
+        """Leave a room; fires with the room on ``leave:ok``."""
+        self.joined = [r for r in self.joined if r != room]
+        return self._room_request("leave", room)
+
+    def _room_request(self, kind: str, room: str) -> Deferred:
+        try:
+            frame = self.send({"type": kind, "room": room})
+        except NotConnected as exc:
+            return fail(exc)
+        d: Deferred = Deferred()
+        self._pending[frame["id"]] = (d, kind, room)
+        return d
+
+    # -- capabilities --------------------------------------------------------------
+
+    def add_capability(self, name: str, value: Any = True) -> None:
+        """Set one of our capabilities and re-announce our presence."""
+        self.capabilities[name] = value
+        self._announce()
+
+    def remove_capability(self, name: str) -> None:
+        if self.capabilities.pop(name, None) is not None:
+            self._announce()
+
+    def has_capability(self, name: str, peer: Optional[str] = None) -> bool:
+        """Ours, or those of a roster peer given by session id or ``user|id``."""
+        capabilities = self._capabilities_of(peer)
+        return name in capabilities and capabilities[name] is not False
+
+    def get_capability(self, name: str, peer: Optional[str] = None) -> Any:
+        return self._capabilities_of(peer).get(name)
+
+    def _capabilities_of(self, peer: Optional[str]) -> dict:
+        if peer is None:
+            return self.capabilities
+        found = self.roster.get(peer)
+        capabilities = found.get("capabilities") if found else None
+        return capabilities if isinstance(capabilities, dict) else {}
+
+    def _announce(self) -> None:
+        if self.online:
+            self.send_presence()
+
+    # -- waiting -------------------------------------------------------------------
+
+    def wait_for(self, kind: Optional[str] = None, match: FrameMatch = None,
+                 timeout: Optional[float] = None) -> Deferred:
+        """The next frame of type ``kind`` (any if None) that matches ``match``."""
+        return self.once("frame", lambda f: (kind is None or f.get("type") == kind)
+                         and frame_matches(f, match), timeout, self.reactor)
+
+    def next_message(self, match: FrameMatch = None, timeout: Optional[float] = None) -> Deferred:
+        return self.wait_for("message", match, timeout)
+
+    def wait_for_peer(self, match: PeerMatch, timeout: Optional[float] = None) -> Deferred:
+        """A roster peer (user name, ``user|id`` or predicate), now or when it appears."""
+        found = self.roster.find(match)
+        if found:
+            return succeed(found[0])
+        return self.once("add_peer", lambda p: peer_matches(p, match),
+                         timeout, self.reactor)
+
+
+def _routed(kind: str, to: Any, data: Any, subtype: Optional[str], fields: dict) -> dict:
+    frame: dict[str, Any] = {"type": kind, **fields}
+    if to is not None:
+        frame["to"] = to
+    if data is not None:
+        frame["data"] = data
+    if subtype is not None:
+        frame["subtype"] = subtype
+    return frame
+
+
+def run(main: Callable[..., Any], *args: Any) -> None:
+    """Run ``main(reactor, *args)`` (plain, Deferred or ``async def``) and exit.
+
+    The entry point for scripts: it starts the reactor, stops it when ``main``
+    finishes and exits with status 1 if it failed.
+    """
+    from twisted.internet import task
+
+    def start(reactor: Any, *a: Any) -> Deferred:
+        result = main(reactor, *a)
+        if inspect.isawaitable(result) and not isinstance(result, Deferred):
+            return ensureDeferred(result)
+        return result if isinstance(result, Deferred) else succeed(result)
+
+    task.react(start, args)

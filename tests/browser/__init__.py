@@ -1,0 +1,1 @@
+"""End-to-end tests of the demo web app in headless Chromium (``tox -e browser``)."""

@@ -1,0 +1,214 @@
+"""The demo web app end to end: two (or more) real Chromium pages on one real server.
+
+Each test starts the server in process on a loopback port, opens headless
+Chromium pages on it and drives them like a person would (typing, clicking);
+assertions read the states the page exposes as ``data-*`` attributes.
+Screenshots of a call land in ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+from urllib.parse import urlencode
+
+from twisted.internet import defer, reactor
+from twisted.internet.threads import blockingCallFromThread, deferToThread
+
+from tests.browser.support import Page, artifact_path, require_browser
+from tests.support import ServerTestCase
+
+ICE_CONNECTED = ("connected", "completed")
+
+
+class DemoPageTestCase(ServerTestCase):
+    """A server plus helpers to open demo pages; browsers are closed after each test."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_browser()
+        yield super().setUp()
+        self.pages: list[Page] = []
+        self.addCleanup(lambda: deferToThread(self._quit_pages))
+
+    def _quit_pages(self) -> None:
+        for page in self.pages:
+            page.quit()
+
+    def in_browser(self, scenario: Callable[[], Any]) -> defer.Deferred:
+        """Run a blocking Selenium scenario off the reactor thread, so the server keeps serving."""
+        return deferToThread(scenario)
+
+    def on_reactor(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """From a scenario: call ``function`` in the reactor thread and wait for its result."""
+        return blockingCallFromThread(reactor, function, *args, **kwargs)
+
+    def open_page(self, user: str, **query: str) -> Page:
+        page = Page(f"{self._testMethodName}-{user}")
+        self.pages.append(page)
+        params = {"user": user, "name": user.title(), "room": "demo", **query}
+        page.open(f"http://127.0.0.1:{self.port}/?{urlencode(params)}")
+        return page
+
+    def open_online(self, *users: str) -> list[Page]:
+        """Open one page per user and wait until every page lists all the others."""
+        pages = [self.open_page(user) for user in users]
+        for page, user in zip(pages, users):
+            page.wait_state(conn="online")
+            others = sorted(u for u in users if u != user)
+            page.wait(lambda p, others=others: p.roster_users() == others, f"roster {others}")
+        return pages
+
+    def address(self, page: Page) -> str:
+        state = page.state()
+        return f"{page.label.rsplit('-', 1)[1]}|{state['peerId']}"
+
+    def start_call(self, caller: Page, callee: Page, callee_user: str) -> None:
+        """Caller clicks Call on the callee's roster entry; the callee rings."""
+        caller.click(f'#roster li[data-user="{callee_user}"] button[data-action="call"]')
+        caller.wait_state(call="calling")
+        callee.wait_state(call="ringing")
+
+    def connect_call(self, caller: Page, callee: Page, callee_user: str) -> None:
+        """Ring, accept, and wait until both sides are in the call with ICE connected."""
+        self.start_call(caller, callee, callee_user)
+        callee.click("#accept")
+        for page in (caller, callee):
+            page.wait_state(call="in-call", ice=ICE_CONNECTED)
+
+    def assert_receiving_video(self, page: Page, element_id: str = "remote-video") -> None:
+        """The <video> shows frames: it has a size and its clock advances."""
+        first = page.wait(lambda p: (v := p.video(element_id))["width"] > 0 and v,
+                          f"{element_id} to have a size")
+        page.wait(lambda p: p.video(element_id)["time"] > first["time"] + 0.3,
+                  f"{element_id} time to advance past {first['time']}")
+        self.assertFalse(page.video(element_id)["paused"])
+
+
+class RosterAndChatTests(DemoPageTestCase):
+    def test_pages_see_each_other_chat_and_leave(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            [bob_entry] = alice.roster()
+            self.assertEqual(bob_entry["name"], "Bob")
+            self.assertEqual(bob_entry["id"], bob.state()["peerId"])
+            self.assertEqual(sorted(bob_entry["caps"]), ["call", "chat", "video"])
+            self.assertTrue(bob_entry["callable"])
+            self.assertEqual(alice.text("#conn-status"), "Online")
+
+            alice.type("#chat-input", "hello from alice")
+            bob.wait(lambda p: p.messages(), "alice's chat message")
+            self.assertEqual(bob.messages(), [
+                {"from": self.address(alice), "own": False, "text": "hello from alice"}])
+            self.assertEqual(alice.messages(), [
+                {"from": self.address(alice), "own": True, "text": "hello from alice"}])
+            bob.type("#chat-input", "hi alice")
+            alice.wait(lambda p: len(p.messages()) == 2, "bob's reply")
+            self.assertEqual(alice.messages()[1]["text"], "hi alice")
+
+            bob.quit()
+            alice.wait(lambda p: p.roster() == [], "bob to leave alice's roster")
+            self.assertTrue(alice.visible("#roster-empty"))
+            self.assertEqual([m["text"] for m in alice.messages("system")],
+                             ["Bob is online", "Bob left"])
+        return self.in_browser(scenario)
+
+    def test_page_reconnects_after_losing_its_connection(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            old_id = alice.state()["peerId"]
+            self.on_reactor(
+                lambda: self.server.router.sessions[old_id].link.transport.abortConnection())
+            alice.wait_state(conn="reconnecting")
+            state = alice.wait_state(conn="online")
+            self.assertNotEqual(state["peerId"], old_id)
+            bob.wait(lambda p: [e["id"] for e in p.roster()] == [state["peerId"]],
+                     "alice's new session in bob's roster")
+            alice.wait(lambda p: p.roster_users() == ["bob"], "bob back in alice's roster")
+        return self.in_browser(scenario)
+
+
+class CallTests(DemoPageTestCase):
+    def test_call_connects_both_videos_and_caller_hangs_up(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            started = time.monotonic()
+            self.start_call(alice, bob, "bob")
+            self.assertEqual(bob.state()["callPeer"], self.address(alice))
+            self.assertEqual(alice.state()["callPeer"], self.address(bob))
+            self.assertEqual(bob.text("#call-status"), "Alice is calling you")
+            self.assertTrue(bob.visible("#accept") and bob.visible("#reject"))
+            bob.click("#accept")
+            for page in (alice, bob):
+                page.wait_state(call="in-call", ice=ICE_CONNECTED)
+            connected = time.monotonic() - started
+            for page in (alice, bob):
+                self.assert_receiving_video(page, "remote-video")
+                self.assert_receiving_video(page, "local-video")
+            self.assertEqual(alice.text("#call-status"), "In call with Bob")
+            # Busy pages cannot start another call.
+            self.assertFalse(alice.roster()[0]["callable"])
+            alice.screenshot("demo-call-alice")
+            bob.screenshot("demo-call-bob")
+            with open(artifact_path("demo-call-timing.txt"), "w") as f:
+                f.write(f"click Call -> both ICE connected: {connected:.2f} s\n")
+
+            alice.click("#hangup")
+            alice.wait_state(call=("ended", "idle"), callEnd="hangup")
+            bob.wait_state(call=("ended", "idle"), callEnd="remote-hangup")
+            for page in (alice, bob):
+                state = page.wait_state(call="idle", ice="new")
+                self.assertEqual(state["callPeer"], "")
+                self.assertFalse(page.video("remote-video")["hasStream"])
+                self.assertTrue(page.roster()[0]["callable"])
+        return self.in_browser(scenario)
+
+    def test_callee_hangs_up(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            self.connect_call(bob, alice, "alice")
+            alice.click("#hangup")
+            alice.wait_state(callEnd="hangup")
+            bob.wait_state(callEnd="remote-hangup")
+            for page in (alice, bob):
+                page.wait_state(call="idle")
+        return self.in_browser(scenario)
+
+    def test_busy_peers_refuse_and_callee_rejects(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            carol = self.on_reactor(self.peer, "carol", rooms=["demo"])
+            for page in (alice, bob):
+                page.wait(lambda p: "carol" in p.roster_users(), "carol in the roster")
+            carol_entry = [e for e in alice.roster() if e["user"] == "carol"][0]
+            self.assertFalse(carol_entry["callable"], "carol announced no call capability")
+
+            self.start_call(alice, bob, "bob")
+            for page in (alice, bob):  # ringing either way: both are busy
+                self.on_reactor(carol.send_json, {"type": "message", "to": self.address(page),
+                                                  "subtype": "call:init", "data": {"callId": "c1"}})
+                refusal = self.on_reactor(
+                    carol.expect, lambda f: f.get("subtype") == "call:reject", "busy reply")
+                self.assertEqual(refusal["from"], self.address(page))
+                self.assertEqual(refusal["to"], carol.address)
+                self.assertEqual(refusal["data"], {"callId": "c1", "reason": "busy"})
+            self.assertEqual(bob.state()["call"], "ringing")
+
+            bob.click("#reject")
+            alice.wait_state(call=("ended", "idle"), callEnd="rejected")
+            bob.wait_state(call=("ended", "idle"), callEnd="rejected")
+            self.assertIn("declined", alice.text("#call-status"))
+            for page in (alice, bob):
+                page.wait_state(call="idle")
+        return self.in_browser(scenario)
+
+    def test_ringing_call_ends_when_the_caller_leaves(self):
+        def scenario():
+            alice, bob = self.open_online("alice", "bob")
+            self.start_call(alice, bob, "bob")
+            alice.quit()
+            bob.wait_state(call=("ended", "idle"), callEnd=("cancelled", "peer-left"))
+            bob.wait_state(call="idle")
+        return self.in_browser(scenario)

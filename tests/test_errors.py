@@ -1,0 +1,189 @@
+"""Every error row of PROTOCOL.md section 2 over real WebSockets, with its close code."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from symple_tx.auth import AuthRequest
+from symple_tx.config import Settings
+from symple_tx.hooks import AuthRejected
+from tests.support import ServerTestCase, TestPeer
+
+
+class ErrorCase(ServerTestCase):
+    """Helpers to assert an ``error`` frame and what happens to the connection after it."""
+
+    def assert_error(self, frame: dict, status: int, message: Optional[str] = None,
+                     frame_id: Any = None) -> None:
+        self.assertEqual(frame["type"], "error", frame)
+        self.assertEqual(frame["status"], status, frame)
+        self.assertIsInstance(frame["message"], str)
+        self.assertTrue(frame["message"].strip(), "error message is empty")
+        if message is not None:
+            self.assertIn(message, frame["message"])
+        if frame_id is not None:
+            self.assertEqual(frame.get("id"), frame_id)
+
+    @defer.inlineCallbacks
+    def assert_closes(self, peer: TestPeer, status: int, message: Optional[str] = None,
+                      frame_id: Any = None):
+        """The next frame is ``error`` ``status``, then the server closes with 4000+status."""
+        frame = yield peer.next("error frame")
+        self.assert_error(frame, status, message, frame_id)
+        code, _ = yield peer.wait_closed()
+        self.assertEqual(code, 4000 + status)
+        self.assertEqual(peer.received, [frame], "nothing follows a fatal error")
+        return frame
+
+    @defer.inlineCallbacks
+    def refused_at_auth(self, first: dict, status: int, message: Optional[str] = None):
+        """A fresh connection whose first frame is ``first`` is refused and closed."""
+        peer = yield self.connect()
+        peer.send_json(first)
+        # A follow-up on a doomed connection must not be processed either.
+        peer.send_json({"type": "message", "data": "after"})
+        frame = yield self.assert_closes(peer, status, message, first.get("id"))
+        return frame
+
+    @defer.inlineCallbacks
+    def assert_stays_open(self, peer: TestPeer):
+        """The connection still routes (a round trip through the server works)."""
+        frames = yield peer.round_trip()
+        self.assertIsNone(peer.close_code)
+        return frames
+
+
+class AnonymousErrorTests(ErrorCase):
+    settings = Settings(auth_timeout=0.3)
+
+    @defer.inlineCallbacks
+    def test_no_auth_in_time_is_408(self):
+        peer = yield self.connect()
+        yield self.assert_closes(peer, 408, "timeout")
+
+    @defer.inlineCallbacks
+    def test_auth_in_time_cancels_the_timeout(self):
+        peer = yield self.peer("alice")
+        yield deferLater(reactor, 0.5, lambda: None)  # longer than auth_timeout
+        yield self.assert_stays_open(peer)
+
+    @defer.inlineCallbacks
+    def test_first_frame_not_auth_is_401(self):
+        for number, first in enumerate([{"type": "message", "data": "hi"},
+                                        {"type": "join", "room": "r"},
+                                        {"type": "presence", "probe": True},
+                                        {"type": "close"}, {"type": "nonsense"}]):
+            yield self.refused_at_auth({**first, "id": f"f{number}"}, 401, "Not authenticated")
+
+    @defer.inlineCallbacks
+    def test_auth_without_a_user_is_401(self):
+        for number, user in enumerate([None, "", 42, ["alice"], {"name": "alice"}, True]):
+            first: dict = {"type": "auth", "id": number}
+            if user is not None:
+                first["user"] = user
+            yield self.refused_at_auth(first, 401, "Missing user field")
+
+    @defer.inlineCallbacks
+    def test_second_auth_is_400_and_stays_open(self):
+        peer = yield self.peer("alice")
+        peer.send_json({"type": "auth", "user": "mallory", "id": "again"})
+        frames = yield self.assert_stays_open(peer)
+        self.assertEqual(len(frames), 1)
+        self.assert_error(frames[0], 400, frame_id="again")
+        self.assertEqual(peer.address.split("|")[0], "alice")
+
+    @defer.inlineCallbacks
+    def test_errors_echo_the_frame_id(self):
+        peer = yield self.peer("alice")
+        for frame_id in ("abc", 7, 0, "", {"nested": [1]}, [1, "two"]):
+            peer.send_json({"type": "bogus", "id": frame_id})
+            frames = yield self.assert_stays_open(peer)
+            self.assertEqual(len(frames), 1)
+            self.assert_error(frames[0], 400, "Unknown frame type", frame_id)
+            self.assertEqual(frames[0]["id"], frame_id)
+        # No id, no id in the answer.
+        peer.send_json({"type": "bogus"})
+        frames = yield self.assert_stays_open(peer)
+        self.assertNotIn("id", frames[0])
+
+
+class CapacityTests(ErrorCase):
+    settings = Settings(max_connections=1)
+
+    @defer.inlineCallbacks
+    def test_connection_over_the_limit_is_503(self):
+        first = yield self.peer("alice")
+        second = yield self.connect()
+        yield self.assert_closes(second, 503)
+        yield self.assert_stays_open(first)
+
+
+def auth_hook(request: AuthRequest) -> Any:
+    """Admits token "good"; "later" after a delay, into room "vip"; refuses the rest."""
+    if request.user == "banned":
+        raise AuthRejected("User 'banned' is suspended until tomorrow")
+    if request.token == "later":
+        return deferLater(reactor, 0.01, lambda: {"rooms": ["vip"]})
+    return request.token == "good"
+
+
+async def async_auth_hook(request: AuthRequest) -> Any:
+    if request.token != "good":
+        raise AuthRejected("Coroutine says no")
+    return {"name": "Verified " + request.user}
+
+
+class AuthHookTests(ErrorCase):
+    settings = Settings(authentication=True, auth_hook=auth_hook)
+
+    @defer.inlineCallbacks
+    def test_missing_or_empty_token_is_401(self):
+        yield self.refused_at_auth({"type": "auth", "user": "alice"}, 401, "missing token")
+        yield self.refused_at_auth({"type": "auth", "user": "alice", "token": ""}, 401,
+                                   "missing token")
+
+    @defer.inlineCallbacks
+    def test_hook_message_is_the_error_message(self):
+        frame = yield self.refused_at_auth(
+            {"type": "auth", "user": "banned", "token": "good", "id": "b"}, 401)
+        self.assertEqual(frame["message"], "User 'banned' is suspended until tomorrow")
+
+    @defer.inlineCallbacks
+    def test_hook_returning_false_is_401(self):
+        yield self.refused_at_auth({"type": "auth", "user": "alice", "token": "bad"}, 401,
+                                   "rejected")
+
+    @defer.inlineCallbacks
+    def test_hook_admits_and_its_rooms_win_over_the_frame(self):
+        good = yield self.peer("alice", token="good", rooms=["ignored"])
+        self.assertEqual(good.welcome["rooms"], ["alice"])
+        later = yield self.peer("bob", token="later", rooms=["ignored"])
+        self.assertEqual(later.welcome["rooms"], ["bob", "vip"])
+        self.assertNotIn("token", later.welcome["peer"])
+
+    @defer.inlineCallbacks
+    def test_frames_sent_during_a_slow_auth_wait_for_it(self):
+        peer = yield self.connect()
+        peer.send_json({"type": "auth", "user": "bob", "token": "later"})
+        peer.send_json({"type": "message", "subtype": "queued", "to": "bob", "id": "q"})
+        peer.send_json({"type": "join", "room": "after-auth", "id": "j"})
+        welcome = yield peer.next("welcome")
+        self.assertEqual(welcome["type"], "welcome")
+        peer.welcome = welcome
+        ack = yield peer.expect("join:ok")
+        self.assertEqual(ack["id"], "j")
+        self.assertEqual([f["type"] for f in peer.received], ["welcome", "join:ok"])
+
+
+class AsyncAuthHookTests(ErrorCase):
+    settings = Settings(authentication=True, auth_hook=async_auth_hook)
+
+    @defer.inlineCallbacks
+    def test_coroutine_hook(self):
+        frame = yield self.refused_at_auth({"type": "auth", "user": "a", "token": "x"}, 401)
+        self.assertEqual(frame["message"], "Coroutine says no")
+        peer = yield self.peer("alice", token="good")
+        self.assertEqual(peer.welcome["peer"]["name"], "Verified alice")

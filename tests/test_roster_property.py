@@ -1,0 +1,252 @@
+"""Property: rosters kept the way symple-client 4.x keeps them always equal what
+each session sees, and every routed frame reaches exactly its eligible
+recipients, once each (PROTOCOL.md sections 4, 5 and 13).
+
+A small alphabet of users and rooms makes overlaps, shared user rooms and
+several sessions per user common.  The expected outcome comes from an
+independent model of room membership, not from the router's own index.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Optional
+
+from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant,
+                                 precondition, rule, run_state_machine_as_test)
+from twisted.trial import unittest
+
+from symple_tx.router import Router
+from symple_tx.session import Session
+from symple_tx.wire import ProtocolError
+
+from tests.fakes import FakeLink, connect, disconnect, make_router
+
+USERS = ("ann", "bob", "cat")
+ROOMS = ("r1", "r2", "r3")
+#: Names a frame may be addressed to: rooms, user rooms and one unknown name.
+NAMES = ROOMS + USERS + ("nowhere",)
+pick = st.integers(min_value=0, max_value=1000)
+
+
+class Client:
+    """One live session plus the state its symple-client would hold."""
+
+    def __init__(self, label: str, session: Session, link: FakeLink, rooms: set[str]) -> None:
+        self.label = label
+        self.session = session
+        self.link = link
+        #: The model's idea of the session's rooms, kept apart from the router's.
+        self.rooms = rooms
+        #: symple-client's roster: data.id -> data.
+        self.roster: dict[str, dict] = {}
+        #: Unique ids of the routed frames received so far.
+        self.seen: list[str] = []
+
+    def sees(self, other: "Client") -> bool:
+        return other is not self and not self.rooms.isdisjoint(other.rooms)
+
+    def apply(self, frame: dict) -> None:
+        """What symple-client 4.x does with an incoming frame."""
+        kind = frame["type"]
+        if kind == "welcome":
+            self.roster.clear()
+        elif kind == "presence":
+            assert frame.get("probe") is not True, f"{self.label} was sent a probe: {frame}"
+            data = frame["data"]
+            assert "id" in data and "user" in data, f"{self.label}: bad presence {frame}"
+            if data["online"]:
+                self.roster[data["id"]] = data
+            else:
+                self.roster.pop(data["id"], None)
+        if "mid" in frame:
+            self.seen.append(frame["mid"])
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+class RosterMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.router: Router = make_router()
+        self.clients: list[Client] = []
+        self.labels: dict[str, str] = {}
+        self.counter = itertools.count(1)
+        #: Frame id -> labels of the clients that must receive it.
+        self.expected: dict[str, set[str]] = {}
+        #: Session id -> the ``caps`` of its latest presence, if it sent one.
+        self.caps: dict[str, int] = {}
+
+    # -- helpers ------------------------------------------------------------
+
+    def client(self, index: int) -> Client:
+        return self.clients[index % len(self.clients)]
+
+    def other(self, sender: Client, index: int) -> Optional[Client]:
+        others = [c for c in self.clients if c is not sender]
+        return others[index % len(others)] if others else None
+
+    def deliver(self) -> None:
+        """Let every live client read what it was sent."""
+        for client in self.clients:
+            for frame in client.link.take():
+                client.apply(frame)
+
+    def eligible(self, sender: Client, to: Any) -> set[str]:
+        """Who must receive a frame ``to``, per PROTOCOL.md section 4."""
+        live = [c for c in self.clients if c is not sender]
+        if to is None:
+            return {c.label for c in live if sender.sees(c)}
+        if isinstance(to, list):
+            return {c.label for c in live for room in to
+                    if room in sender.rooms and room in c.rooms}
+        target = next((c for c in live if to in (c.session.id, c.session.address)), None)
+        if target is not None:
+            return {target.label} if sender.sees(target) else set()
+        return {c.label for c in live if to in c.rooms and sender.sees(c)}
+
+    def route(self, sender: Client, frame: dict) -> None:
+        mid = f"f{next(self.counter)}"
+        frame["mid"] = mid
+        self.expected[mid] = self.eligible(sender, frame.get("to"))
+        self.router.handle(sender.session, frame)
+
+    def target(self, sender: Client, how: int, index: int) -> Any:
+        """One of the addressing forms of the routing table."""
+        other = self.other(sender, index)
+        if how == 0 or other is None:
+            return None
+        if how == 1:
+            return other.session.address
+        if how == 2:
+            return other.session.id
+        if how == 3:
+            return NAMES[index % len(NAMES)]
+        return [r for i, r in enumerate(ROOMS + USERS) if index >> i & 1]
+
+    # -- operations ---------------------------------------------------------
+
+    @initialize(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS)))
+    def first(self, user: str, rooms: set[str]) -> None:
+        self.connect(user, rooms)
+
+    @rule(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS)))
+    def connect(self, user: str, rooms: set[str]) -> None:
+        session, link = connect(self.router, user, sorted(rooms))
+        label = f"{user}#{next(self.counter)}"
+        self.labels[session.id] = label
+        client = Client(label, session, link, {user, *rooms})
+        self.clients.append(client)
+        self.deliver()
+        snapshot = {i: data.get("caps") for i, data in client.roster.items()}
+        assert snapshot == {i: self.caps.get(i) for i in snapshot}, \
+            f"{client}'s snapshot lacks the latest presence: {snapshot}"
+
+    @precondition(lambda self: self.clients)
+    @rule(index=pick, room=st.sampled_from(ROOMS + USERS))
+    def join(self, index: int, room: str) -> None:
+        client = self.client(index)
+        self.router.handle(client.session, {"type": "join", "room": room})
+        client.rooms.add(room)
+
+    @precondition(lambda self: self.clients)
+    @rule(index=pick, room=st.sampled_from(ROOMS + USERS))
+    def leave(self, index: int, room: str) -> None:
+        client = self.client(index)
+        frame = {"type": "leave", "room": room}
+        if room == client.session.user:
+            try:
+                self.router.handle(client.session, frame)
+            except ProtocolError as exc:
+                assert exc.status == 403, exc
+            else:
+                raise AssertionError(f"{client} left its own user room")
+            return
+        self.router.handle(client.session, frame)
+        client.rooms.discard(room)
+
+    @precondition(lambda self: self.clients)
+    @rule(index=pick)
+    def disconnect(self, index: int) -> None:
+        client = self.client(index)
+        self.clients.remove(client)
+        disconnect(self.router, client.session)
+
+    @precondition(lambda self: self.clients)
+    @rule(index=pick, probe=st.booleans(), how=st.integers(0, 3), whom=pick,
+          caps=st.integers(0, 3))
+    def presence(self, index: int, probe: bool, how: int, whom: int, caps: int) -> None:
+        sender = self.client(index)
+        frame: dict[str, Any] = {"type": "presence", "probe": probe,
+                                 "data": {"caps": caps, "online": False, "id": "x"}}
+        to = self.target(sender, how, whom)
+        if to is not None:
+            frame["to"] = to
+        self.deliver()
+        self.route(sender, frame)
+        self.caps[sender.session.id] = caps
+        if probe:
+            # The server answers for every recipient, so nobody has to.
+            answered = {self.labels[f["data"]["id"]] for f in sender.link.frames()
+                        if f["type"] == "presence" and f["data"]["online"]}
+            assert answered == self.expected[frame["mid"]], \
+                f"probe of {sender} answered for {sorted(answered)}, " \
+                f"expected {sorted(self.expected[frame['mid']])}"
+
+    @precondition(lambda self: self.clients)
+    @rule(index=pick, how=st.integers(0, 4), whom=pick)
+    def message(self, index: int, how: int, whom: int) -> None:
+        sender = self.client(index)
+        frame: dict[str, Any] = {"type": "message", "from": "forged|x"}
+        to = self.target(sender, how, whom)
+        if to is not None:
+            frame["to"] = to
+        self.route(sender, frame)
+
+    # -- what must always hold ----------------------------------------------
+
+    @invariant()
+    def rosters_match_visibility(self) -> None:
+        self.deliver()
+        for client in self.clients:
+            want = {other.session.id for other in self.clients if client.sees(other)}
+            have = set(client.roster)
+            if have != want:
+                name = self.labels.get
+                raise AssertionError(
+                    f"roster of {client} (rooms {sorted(client.rooms)}) is wrong: "
+                    f"missing {sorted(name(i, i) for i in want - have)}, "
+                    f"extra {sorted(name(i, i) for i in have - want)}")
+            for session_id, data in client.roster.items():
+                assert data["user"] == self.labels[session_id].split("#")[0], data
+
+    @invariant()
+    def frames_reach_exactly_their_recipients(self) -> None:
+        self.deliver()
+        received: dict[str, set[str]] = {mid: set() for mid in self.expected}
+        for client in self.clients:
+            assert len(client.seen) == len(set(client.seen)), \
+                f"{client} received a frame twice: {client.seen}"
+            for mid in client.seen:
+                received[mid].add(client.label)
+        live = {c.label for c in self.clients}
+        for mid, want in self.expected.items():
+            # Clients that left since cannot be checked any more.
+            assert received[mid] == want & live, \
+                f"frame {mid} reached {sorted(received[mid])}, expected {sorted(want & live)}"
+
+    @invariant()
+    def router_index_matches_model(self) -> None:
+        for client in self.clients:
+            assert client.session.rooms == client.rooms, (client, client.session.rooms)
+        assert set(self.router.sessions) == {c.session.id for c in self.clients}
+        assert all(self.router.rooms.values()), "an empty room was kept"
+
+
+class RosterPropertyTests(unittest.TestCase):
+    def test_rosters_and_delivery(self):
+        run_state_machine_as_test(RosterMachine, settings=settings(
+            max_examples=150, stateful_step_count=30, deadline=None,
+            suppress_health_check=[HealthCheck.too_slow]))
