@@ -43,6 +43,7 @@ PARAMETERS = [
     ("ping-interval", "0", "ping_interval", 0.0),
     ("ping-timeout", "3", "ping_timeout", 3.0),
     ("drain-timeout", "4", "drain_timeout", 4.0),
+    ("node-timeout", "2.5", "node_timeout", 2.5),
 ]
 #: (flag, Settings attribute, value when the flag is given)
 FLAGS = [
