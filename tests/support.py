@@ -150,10 +150,18 @@ class ServerTestCase(unittest.TestCase):
     def make_settings(self) -> Settings:
         return Settings(**{**self.settings.__dict__})
 
+    def listen_on(self) -> str:
+        """The server endpoint description (TLS tests override it)."""
+        return "tcp:0:interface=127.0.0.1"
+
+    def client_endpoint(self) -> Any:
+        """How peers reach the server (TLS tests wrap it)."""
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+
     @defer.inlineCallbacks
     def setUp(self):
         self.server = SympleServer(self.make_settings())
-        endpoint = self.server.endpoint("tcp:0:interface=127.0.0.1")
+        endpoint = self.server.endpoint(self.listen_on())
         self.service = SympleService(self.server, [endpoint])
         self.service.startService()
         ports = yield self.service.listening()
@@ -165,7 +173,8 @@ class ServerTestCase(unittest.TestCase):
     @defer.inlineCallbacks
     def _stop(self):
         for peer in self.peers:
-            if peer.transport is not None:
+            # TLS transports fail to abort once closed, so skip closed peers.
+            if peer.transport is not None and not peer.closed.called:
                 peer.transport.abortConnection()
         yield self.service.stopService()
 
@@ -182,9 +191,8 @@ class ServerTestCase(unittest.TestCase):
     def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None,
                 protocol: type = TestPeer):
         factory = self.client_factory(headers, origin, protocol)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         peer = factory.buildProtocol(None)
-        yield connectProtocol(endpoint, peer)
+        yield connectProtocol(self.client_endpoint(), peer)
         self.peers.append(peer)
         yield with_timeout(peer.opened, what="WebSocket handshake")
         return peer
