@@ -129,7 +129,10 @@ class Authenticator:
         if isinstance(name, str) and name:
             identity.name = name
         if "rooms" in fields:
-            identity.rooms = wire.check_rooms(fields["rooms"], "stored rooms")
+            try:
+                identity.rooms = wire.check_rooms(fields["rooms"], "stored rooms")
+            except ProtocolError as exc:
+                raise _refuse(exc.message, 400) from None
         peer_type = fields.get("type")
         if isinstance(peer_type, str):
             identity.peer_type = peer_type
