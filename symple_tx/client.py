@@ -154,6 +154,15 @@ def load_trust_root(ca_file: str) -> Any:
     return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
 
 
+def tcp_endpoint(reactor: Any, host: str, port: int, timeout: float = 10.0) -> Any:
+    """A TCP client endpoint; IP literals skip name resolution."""
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
 def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
                     verify: bool = True, timeout: float = 10.0) -> Any:
     """The TCP (or TLS) endpoint for a ``ws://`` / ``wss://`` URL."""
@@ -165,13 +174,7 @@ def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
         port = parts.port or (443 if secure else 80)
     except ValueError:
         raise ValueError(f"Invalid server URL {url!r}: bad port") from None
-    host = parts.hostname
-    if isIPAddress(host):
-        endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    elif isIPv6Address(host):
-        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    else:
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+    endpoint = tcp_endpoint(reactor, parts.hostname, port, timeout)
     if not secure:
         return endpoint
     if verify:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .auth import Authenticator
+from .broadcast import BroadcastSubscriber
 from .config import Settings
 from .metrics import Metrics
 from .redis_store import RedisAddress, RedisSessionStore
@@ -39,10 +40,15 @@ class SympleServer:
         self.metrics = Metrics()
         self.router = Router(settings, self.metrics)
         self.redis: Any = None
+        self.broadcast: Optional[BroadcastSubscriber] = None
         store = None
         if settings.redis_url:
-            self.redis = RedisAddress.parse(settings.redis_url).connect()
+            address = RedisAddress.parse(settings.redis_url)
+            self.redis = address.connect()
             store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
+            self.broadcast = BroadcastSubscriber(self.router, address,
+                                                 settings.key_prefix + "broadcast", reactor)
+            self.broadcast.start()
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
         self.health = Health(self.router)
@@ -72,6 +78,8 @@ class SympleServer:
                 link.transport.abortConnection()
         else:
             timeout.cancel()
+        if self.broadcast is not None:
+            yield self.broadcast.stop()
         if self.redis is not None:
             yield self.redis.disconnect()
 
