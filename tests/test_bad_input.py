@@ -315,7 +315,7 @@ class FuzzTests(BadInputCase):
 
     @defer.inlineCallbacks
     def test_random_frames(self):
-        for frame in examples(frames, 300):
+        for frame in examples(frames, 150):
             if frame.get("type") == "close":
                 continue
             replies = yield self.send_bad(orjson.dumps(frame), status=None)
@@ -329,12 +329,12 @@ class FuzzTests(BadInputCase):
 
     @defer.inlineCallbacks
     def test_random_json_values(self):
-        for value in examples(json_values, 150):
+        for value in examples(json_values, 100):
             expected = None if isinstance(value, dict) else 400
             yield self.send_bad(orjson.dumps(value), status=expected)
 
     @defer.inlineCallbacks
     def test_random_bytes(self):
-        for payload in examples(st.binary(max_size=48), 150):
+        for payload in examples(st.binary(max_size=48), 100):
             yield self.send_bad(payload)
             yield self.send_bad(payload, binary=True)
