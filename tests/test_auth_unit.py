@@ -9,7 +9,7 @@ from twisted.trial import unittest
 
 from symple_tx.auth import AuthRequest, Authenticator, parse_auth
 from symple_tx.config import Settings
-from symple_tx.hooks import AuthRejected
+from symple_tx.hooks import AuthRejected, load_callable
 from symple_tx.session import Identity, Session
 from symple_tx.wire import ProtocolError
 
@@ -280,3 +280,26 @@ class AuthHookTests(AuthTestCase):
     def test_invalid_hook_rooms(self):
         authenticator, _ = self.hooked(lambda request: {"rooms": [""]})
         self.refuse(authenticator, auth(), 400)
+
+
+#: A non-callable attribute for the hook loader to refuse.
+NOT_CALLABLE = 42
+
+
+class HookLoadingTests(unittest.TestCase):
+    """``--auth-hook``/``--join-hook`` name a callable as ``package.module:attribute``."""
+
+    def test_function_and_nested_attribute(self):
+        self.assertIs(load_callable("symple_tx.auth:parse_auth"), parse_auth)
+        self.assertEqual(load_callable("symple_tx.auth:Authenticator._merge"),
+                         Authenticator._merge)
+
+    def test_bad_specs(self):
+        for spec, fragment in (("symple_tx.auth", "must look like"),
+                               (":parse_auth", "must look like"),
+                               ("symple_tx.auth:", "must look like"),
+                               ("no_such_module_xyz:f", "cannot import"),
+                               ("symple_tx.auth:nothing_here", "no attribute"),
+                               ("tests.test_auth_unit:NOT_CALLABLE", "not callable")):
+            exc = self.assertRaises(ValueError, load_callable, spec)
+            self.assertIn(fragment, str(exc))
