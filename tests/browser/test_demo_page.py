@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 
+from symple_tx.config import Settings
 from tests.browser.support import Page, artifact_path, require_browser
 from tests.support import ServerTestCase
 
@@ -46,10 +47,11 @@ class DemoPageTestCase(ServerTestCase):
         return blockingCallFromThread(reactor, function, *args, **kwargs)
 
     def open_page(self, user: str, **query: str) -> Page:
+        """A page that connects at once as ``user`` (the query fills in the login form)."""
         page = Page(f"{self._testMethodName}-{user}")
         self.pages.append(page)
-        params = {"user": user, "name": user.title(), "room": "demo", **query}
-        page.open(f"http://127.0.0.1:{self.port}/?{urlencode(params)}")
+        params = {"user": user, "name": user.title(), "room": "demo", **query} if user else {}
+        page.open(f"http://127.0.0.1:{self.port}/" + (f"?{urlencode(params)}" if params else ""))
         return page
 
     def open_online(self, *users: str) -> list[Page]:
@@ -148,8 +150,12 @@ class CallTests(DemoPageTestCase):
                 self.assert_receiving_video(page, "remote-video")
                 self.assert_receiving_video(page, "local-video")
             self.assertEqual(alice.text("#call-status"), "In call with Bob")
-            # Busy pages cannot start another call.
+            # Busy pages cannot start another call; chat goes on during the call.
             self.assertFalse(alice.roster()[0]["callable"])
+            alice.type("#chat-input", "Can you see me?")
+            bob.wait(lambda p: [m["text"] for m in p.messages()] == ["Can you see me?"], "chat")
+            bob.type("#chat-input", "Loud and clear")
+            alice.wait(lambda p: len(p.messages()) == 2, "bob's chat reply")
             alice.screenshot("demo-call-alice")
             bob.screenshot("demo-call-bob")
             with open(artifact_path("demo-call-timing.txt"), "w") as f:
@@ -211,4 +217,36 @@ class CallTests(DemoPageTestCase):
             alice.quit()
             bob.wait_state(call=("ended", "idle"), callEnd=("cancelled", "peer-left"))
             bob.wait_state(call="idle")
+        return self.in_browser(scenario)
+
+
+def allow_letmein(request: Any) -> bool:
+    """An auth hook: the token "letmein" lets anyone in, and grants no rooms."""
+    return request.token == "letmein"
+
+
+class LoginTests(DemoPageTestCase):
+    settings = Settings(authentication=True, auth_hook=allow_letmein)
+
+    def test_login_form_shows_refusal_then_joins_the_room(self):
+        def scenario():
+            dave = self.open_page("")
+            self.assertTrue(dave.visible("#login"))
+            self.assertFalse(dave.visible("#app"))
+            self.assertEqual(dave.state()["conn"], "idle")
+            dave.type('#login [name="user"]', "dave", submit=False)
+            dave.type('#login [name="token"]', "wrong")
+            state = dave.wait_state(conn="error")
+            self.assertEqual(state["error"], "Authentication rejected")
+            self.assertIn("Authentication rejected", dave.text("#errors"))
+            self.assertTrue(dave.visible("#login"))
+
+            dave.driver.find_element("css selector", '#login [name="token"]').clear()
+            dave.type('#login [name="token"]', "letmein")
+            dave.wait_state(conn="online")
+            self.assertFalse(dave.visible("#login"))
+            # With authentication on, rooms are not taken from auth: the page joins "demo".
+            alice = self.open_page("alice", token="letmein")
+            alice.wait(lambda p: p.roster_users() == ["dave"], "dave in alice's roster")
+            dave.wait(lambda p: p.roster_users() == ["alice"], "alice in dave's roster")
         return self.in_browser(scenario)
