@@ -56,8 +56,12 @@ class ErrorCase(ServerTestCase):
         return frames
 
 
-class AnonymousErrorTests(ErrorCase):
-    settings = Settings(auth_timeout=0.3)
+#: Short enough for a fast test, long enough for a loaded machine to authenticate in time.
+AUTH_TIMEOUT = 1.0
+
+
+class AuthTimeoutTests(ErrorCase):
+    settings = Settings(auth_timeout=AUTH_TIMEOUT)
 
     @defer.inlineCallbacks
     def test_no_auth_in_time_is_408(self):
@@ -67,9 +71,11 @@ class AnonymousErrorTests(ErrorCase):
     @defer.inlineCallbacks
     def test_auth_in_time_cancels_the_timeout(self):
         peer = yield self.peer("alice")
-        yield deferLater(reactor, 0.5, lambda: None)  # longer than auth_timeout
+        yield deferLater(reactor, AUTH_TIMEOUT * 1.5, lambda: None)  # past the timeout
         yield self.assert_stays_open(peer)
 
+
+class AnonymousErrorTests(ErrorCase):
     @defer.inlineCallbacks
     def test_first_frame_not_auth_is_401(self):
         for number, first in enumerate([{"type": "message", "data": "hi"},
@@ -191,7 +197,8 @@ def pending_auth_hook(request: AuthRequest) -> defer.Deferred:
 class PendingAuthTests(ErrorCase):
     """An auth decision that arrives after the connection is gone admits nobody."""
 
-    settings = Settings(authentication=True, auth_hook=pending_auth_hook, auth_timeout=0.3)
+    settings = Settings(authentication=True, auth_hook=pending_auth_hook,
+                        auth_timeout=AUTH_TIMEOUT)
 
     def setUp(self):
         PENDING.clear()
