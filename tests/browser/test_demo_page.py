@@ -219,6 +219,85 @@ class CallTests(DemoPageTestCase):
             bob.wait_state(call="idle")
         return self.in_browser(scenario)
 
+    def test_candidates_that_arrive_before_the_offer_are_buffered(self):
+        """CallManager alone in a page, against a real RTCPeerConnection as the caller."""
+        def scenario():
+            page = self.open_page("")
+            page.driver.set_script_timeout(20)
+            result = page.driver.execute_async_script(TRICKLE_BEFORE_OFFER)
+            self.assertNotIn("error", result, result.get("error"))
+            self.assertGreater(result["remoteCandidates"], 0)
+            # Trickled before the offer: held back, then all added with the offer.
+            self.assertEqual(result["bufferedBeforeOffer"], result["remoteCandidates"])
+            self.assertFalse(result["hadRemoteDescription"])
+            self.assertEqual(result["pendingAfterOffer"], 0)
+            self.assertEqual(result["candidatesInRemoteDescription"], result["remoteCandidates"])
+            self.assertEqual(result["iceState"], "connected")
+            self.assertEqual(result["sent"][:2], ["call:accept", "call:answer"])
+            self.assertEqual(set(result["sent"][2:]), {"call:candidate"})
+            self.assertEqual(result["addressedTo"], ["carol|c1"])
+            self.assertEqual(result["callIds"], ["k1"])
+        return self.in_browser(scenario)
+
+
+#: Runs in a demo page: feeds a callee CallManager a fake client's frames from a real
+#: RTCPeerConnection playing the caller, candidates first, offer last.
+TRICKLE_BEFORE_OFFER = """
+const done = arguments[arguments.length - 1];
+const until = async (test) => {
+  for (let i = 0; i < 300 && !test(); i++) await new Promise((r) => setTimeout(r, 20));
+  if (!test()) throw new Error("timed out: " + test);
+};
+(async () => {
+  const {CallManager} = await import("/js/call.js");
+  const client = new EventTarget();
+  const sent = [];
+  client.sendMessage = (to, subtype, data) => sent.push({to, subtype, data});
+  const deliver = (subtype, data = {}) => client.dispatchEvent(new CustomEvent("message", {
+    detail: {type: "message", from: "carol|c1", subtype, data: {callId: "k1", ...data}}}));
+  const calls = new CallManager(client);
+
+  const caller = new RTCPeerConnection({iceServers: []});
+  const callerCandidates = [];
+  caller.onicecandidate = (e) => e.candidate && callerCandidates.push(e.candidate.toJSON());
+  caller.addTransceiver("video");
+  const offer = await caller.createOffer();  // taken before gathering: no candidates inside
+  await caller.setLocalDescription(offer);
+  await until(() => caller.iceGatheringState === "complete");
+
+  deliver("call:init");
+  await calls.accept();
+  for (const candidate of callerCandidates) deliver("call:candidate", {candidate});
+  await until(() => calls._pending.length >= callerCandidates.length || sent.length > 1);
+  const hadRemoteDescription = Boolean(calls.pc.remoteDescription);
+  const bufferedBeforeOffer = calls._pending.length;
+  deliver("call:offer", {sdp: {type: offer.type, sdp: offer.sdp}});
+  await until(() => sent.some((m) => m.subtype === "call:answer"));
+  const answer = sent.find((m) => m.subtype === "call:answer").data.sdp;
+  await caller.setRemoteDescription(answer);
+  for (const m of sent.filter((m) => m.subtype === "call:candidate")) {
+    await caller.addIceCandidate(m.data.candidate);
+  }
+  await until(() => calls.iceState === "connected" || calls.iceState === "completed");
+  const remoteSdp = calls.pc.remoteDescription.sdp;
+  const result = {
+    remoteCandidates: callerCandidates.length,
+    bufferedBeforeOffer,
+    hadRemoteDescription,
+    pendingAfterOffer: calls._pending.length,
+    candidatesInRemoteDescription: callerCandidates.filter(
+      (c) => remoteSdp.includes("a=" + c.candidate.split(" generation")[0])).length,
+    iceState: calls.iceState === "completed" ? "connected" : calls.iceState,
+    sent: sent.map((m) => m.subtype),
+    addressedTo: [...new Set(sent.map((m) => m.to))],
+    callIds: [...new Set(sent.map((m) => m.data.callId))],
+  };
+  calls.hangup();
+  caller.close();
+  done(result);
+})().catch((err) => done({error: String(err && err.stack || err)}));
+"""
+
 
 def allow_letmein(request: Any) -> bool:
     """An auth hook: the token "letmein" lets anyone in, and grants no rooms."""
