@@ -185,11 +185,12 @@ class CallTests(DemoPageTestCase):
     def test_busy_peers_refuse_and_callee_rejects(self):
         def scenario():
             alice, bob = self.open_online("alice", "bob")
-            carol = self.on_reactor(self.peer, "carol", rooms=["demo"])
+            carol = self.on_reactor(self.peer, "carol", rooms=["demo"],
+                                    data={"capabilities": {"call": True}})
             for page in (alice, bob):
                 page.wait(lambda p: "carol" in p.roster_users(), "carol in the roster")
             carol_entry = [e for e in alice.roster() if e["user"] == "carol"][0]
-            self.assertFalse(carol_entry["callable"], "carol announced no call capability")
+            self.assertEqual(carol_entry["caps"], ["call"])
 
             self.start_call(alice, bob, "bob")
             for page in (alice, bob):  # ringing either way: both are busy
@@ -203,11 +204,24 @@ class CallTests(DemoPageTestCase):
             self.assertEqual(bob.state()["call"], "ringing")
 
             bob.click("#reject")
-            alice.wait_state(call=("ended", "idle"), callEnd="rejected")
+            alice.wait(lambda p: p.state()["callEnd"] == "rejected"
+                       and p.text("#call-status") == "Call ended: declined", "rejection shown")
             bob.wait_state(call=("ended", "idle"), callEnd="rejected")
-            self.assertIn("declined", alice.text("#call-status"))
             for page in (alice, bob):
                 page.wait_state(call="idle")
+
+            # The caller's side of "busy", with carol reading the wire.
+            alice.click('#roster li[data-user="carol"] button[data-action="call"]')
+            init = self.on_reactor(
+                carol.expect, lambda f: f.get("subtype") == "call:init", "call:init")
+            self.assertEqual((init["type"], init["to"], init["from"]),
+                             ("message", carol.address, self.address(alice)))
+            self.assertIsInstance(init["data"]["callId"], str)
+            self.on_reactor(carol.send_json, {
+                "type": "message", "to": init["from"], "subtype": "call:reject",
+                "data": {"callId": init["data"]["callId"], "reason": "busy"}})
+            alice.wait(lambda p: p.state()["callEnd"] == "busy"
+                       and p.text("#call-status") == "Call ended: they are busy", "busy shown")
         return self.in_browser(scenario)
 
     def test_ringing_call_ends_when_the_caller_leaves(self):

@@ -235,6 +235,10 @@ window.addEventListener("pagehide", () => {
   if (calls?.busy) calls.hangup();
   client?.close();
 });
+// Back from the back/forward cache the connection is gone: start afresh.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) window.location.reload();
+});
 
 for (const key of ["user", "room", "token"]) {
   if (params.has(key)) $(`#login [name=${key}]`).value = params.get(key);
