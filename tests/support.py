@@ -400,10 +400,11 @@ class ServerProcess:
 
 
 def spawn_twistd(test: unittest.TestCase, args: list[str], cwd: Optional[str] = None,
-                 env: Optional[dict] = None) -> ServerProcess:
+                 env: Optional[dict] = None, command: Optional[list[str]] = None
+                 ) -> ServerProcess:
     """Start ``twistd -n --pidfile= <args>``; the test's cleanup kills it if still running."""
     process = ServerProcess()
-    argv = twistd_command() + ["-n", "--pidfile="] + args
+    argv = (command or twistd_command()) + ["-n", "--pidfile="] + args
     if cwd is None:
         cwd = test.mktemp()
         os.makedirs(cwd)
