@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
+from symple_tx.config import Settings
 from tests.support import TestPeer, eventually, presence_of, presences
 from tests.test_routing import RoutingCase, of_kind
 
@@ -72,8 +73,37 @@ class AuthPresenceTests(PresenceCase):
         self.assertEqual((me["user"], me["name"], me["online"]), ("alice", "alice", True))
         self.assertEqual(me["peerType"], "person")
         self.assertNotIn("token", me)
-        self.assertNotIn("|", me["id"])
+        self.assertRegex(me["id"], r"^[A-Za-z0-9_-]{16,}$")  # >= 96 bits, URL-safe, no "|"
         self.assertEqual(welcome["rooms"], ["alice"])
+        self.assertEqual(me["host"], "127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_session_ids_are_unique(self):
+        ids = set()
+        for _ in range(20):
+            peer = yield self.peer("alice")
+            ids.add(peer.session_id)
+        self.assertEqual(len(ids), 20)
+
+    @defer.inlineCallbacks
+    def test_proxy_headers_are_ignored_unless_trusted(self):
+        peer = yield self.connect(headers={"X-Forwarded-For": "203.0.113.9",
+                                           "X-Real-IP": "203.0.113.10"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "127.0.0.1")
+
+
+class TrustedProxyTests(PresenceCase):
+    settings = Settings(trust_proxy=True)
+
+    @defer.inlineCallbacks
+    def test_forwarded_address_becomes_the_host(self):
+        peer = yield self.connect(headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "203.0.113.9")
+        peer = yield self.connect(headers={"X-Real-IP": "203.0.113.10"})
+        welcome = yield peer.auth("bob")
+        self.assertEqual(welcome["peer"]["host"], "203.0.113.10")
 
     @defer.inlineCallbacks
     def test_snapshot_carries_the_latest_presence_data(self):
