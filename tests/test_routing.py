@@ -253,10 +253,10 @@ class FieldTests(RoutingCase):
             self.assertEqual(peer["devices"], [{"kind": "phone"}])
 
     @defer.inlineCallbacks
-    def test_command_and_event_follow_the_same_table(self):
+    def test_command_event_and_presence_follow_the_same_table(self):
         p = yield self.peers_in(alice=["lobby", "r1"], bob=["lobby"], dave=["r1"],
                                 carol=["side"])
-        for kind in ("command", "event"):
+        for kind in ("command", "event", "presence"):
             cases = [(None, {"bob", "dave"}), (p["bob"].address, {"bob"}),
                      (p["dave"].session_id, {"dave"}), ("r1", {"dave"}),
                      (["lobby"], {"bob"}), ("side", set())]
