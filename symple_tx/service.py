@@ -87,10 +87,15 @@ class SympleServer:
 class SympleService(MultiService):
     """Listens on every endpoint; on stop, stops accepting, then drains."""
 
-    def __init__(self, server: SympleServer, endpoints: Iterable[IStreamServerEndpoint]) -> None:
+    def __init__(self, server: SympleServer,
+                 endpoints: Iterable[IStreamServerEndpoint | str] = ()) -> None:
+        """``endpoints``: endpoint objects or strings (``"tcp:4500"``); none at all
+        suits a server mounted as a resource, which still drains on stop."""
         super().__init__()
         self.server = server
         for endpoint in endpoints:
+            if isinstance(endpoint, str):
+                endpoint = server.endpoint(endpoint)
             listener = StreamServerEndpointService(endpoint, server.port_factory)
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
