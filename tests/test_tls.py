@@ -11,8 +11,10 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from symple_tx.config import Settings
 from symple_tx.tap import SympleOptions
-from tests.support import ServerTestCase, http_get, self_signed_cert, with_timeout
+from tests.support import (ServerTestCase, eventually, http_get, self_signed_cert,
+                           with_timeout)
 
 
 class TlsTestCase(ServerTestCase):
@@ -108,3 +110,34 @@ class TapTlsTests(TlsTestCase):
     def test_wss_through_the_options(self):
         alice = yield self.peer("alice")
         self.assertEqual(alice.welcome["peer"]["user"], "alice")
+
+
+class TlsSlowConsumerTests(TlsTestCase):
+    """The slow-consumer guard holds when TLS sits between the peer and the server."""
+
+    settings = Settings(max_send_buffer=256 * 1024, max_message_size=32 * 1024,
+                        rate_limit=10_000)
+
+    @defer.inlineCallbacks
+    def test_stalled_tls_reader_is_closed_with_4008(self):
+        stalled = yield self.peer("stalled", rooms=["lobby"])
+        bob = yield self.peer("bob", rooms=["lobby"])
+        carol = yield self.peer("carol", rooms=["lobby"])
+        yield self.settle(stalled)
+        link = self.server.router.sessions[stalled.session_id].link
+        stalled.transport.transport.pauseProducing()  # the TCP socket under TLS stops reading
+        padding = "p" * 16 * 1024
+        sent = 0
+        while not self.server.metrics.disconnects["slow_consumer"]._value.get():
+            self.assertLess(sent, 2000, "never disconnected as a slow consumer")
+            for _ in range(8):
+                carol.send_json({"type": "message", "subtype": "flood", "data": sent,
+                                 "pad": padding})
+                sent += 1
+            yield eventually(lambda: sum(1 for f in bob.received
+                                         if f.get("subtype") == "flood") == sent,
+                             what=f"bob receiving {sent} frames")
+        self.assertLessEqual(link._queued_bytes, 256 * 1024 + 17 * 1024)
+        stalled.transport.transport.resumeProducing()
+        code, _ = yield stalled.wait_closed()
+        self.assertEqual(code, 4008)
