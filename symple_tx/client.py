@@ -269,7 +269,7 @@ class SympleClient(Events):
 
     @property
     def online(self) -> bool:
-        return self.peer is not None and self.protocol is not None
+        return self.peer is not None and self.protocol is not None and not self._stopping
 
     @property
     def address(self) -> Optional[str]:

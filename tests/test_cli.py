@@ -81,9 +81,10 @@ class Cli(ProcessProtocol):
 class CliMixin:
     """Starts ``symple`` processes and makes sure none outlives its test."""
 
-    def spawn(self, *args: str) -> Cli:
+    def spawn(self, *args: str, program: Optional[list[str]] = None) -> Cli:
+        """Start ``symple ARGS`` (or ``program ARGS``)."""
         cli = Cli()
-        command = symple_command() + list(args)
+        command = (program or symple_command()) + list(args)
         reactor.spawnProcess(cli, command[0], command, env=os.environ.copy())
 
         def stop():
