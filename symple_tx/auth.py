@@ -122,14 +122,21 @@ class Authenticator:
     @staticmethod
     def _merge(identity: Identity, fields: dict) -> None:
         """Trusted fields (stored session, hook result) win over the frame's."""
-        user = fields.get("user")
-        if isinstance(user, str) and user and "|" not in user:
+        if "user" in fields:
+            user = fields["user"]
+            # A malformed trusted user must not fall back to the client's choice.
+            if (not isinstance(user, str) or not user or "|" in user
+                    or len(user) > wire.MAX_ROOM_NAME):
+                raise _refuse("Authentication failed: the session's user is not a valid name")
             identity.user = user
         name = fields.get("name")
         if isinstance(name, str) and name:
             identity.name = name
         if "rooms" in fields:
-            identity.rooms = wire.check_rooms(fields["rooms"], "stored rooms")
+            try:
+                identity.rooms = wire.check_rooms(fields["rooms"], "stored rooms")
+            except ProtocolError as exc:
+                raise _refuse(exc.message, 400) from None
         peer_type = fields.get("type")
         if isinstance(peer_type, str):
             identity.peer_type = peer_type

@@ -77,6 +77,10 @@ class NotConnected(Exception):
     """The client is not online, so it cannot send."""
 
 
+#: Subtype of the self-addressed message behind ``SympleClient.sync``.
+SYNC_SUBTYPE = "symple:sync"
+
+
 def frame_matches(frame: dict, match: FrameMatch) -> bool:
     if match is None:
         return True
@@ -154,9 +158,8 @@ def load_trust_root(ca_file: str) -> Any:
     return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
 
 
-def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
-                    verify: bool = True, timeout: float = 10.0) -> Any:
-    """The TCP (or TLS) endpoint for a ``ws://`` / ``wss://`` URL."""
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """``(host, port, secure)`` of a ``ws://`` or ``wss://`` URL, or a clear ValueError."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"Invalid server URL {url!r}: expected ws://host[:port]/ or wss://...")
@@ -165,18 +168,28 @@ def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
         port = parts.port or (443 if secure else 80)
     except ValueError:
         raise ValueError(f"Invalid server URL {url!r}: bad port") from None
-    host = parts.hostname
+    return parts.hostname, port, secure
+
+
+def tcp_endpoint(reactor: Any, host: str, port: int, timeout: float = 10.0) -> Any:
+    """A TCP client endpoint; IP literals skip name resolution."""
     if isIPAddress(host):
-        endpoint: Any = TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    elif isIPv6Address(host):
-        endpoint = TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    else:
-        endpoint = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
+def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
+                    verify: bool = True, timeout: float = 10.0) -> Any:
+    """The TCP (or TLS) endpoint for a ``ws://`` / ``wss://`` URL."""
+    host, port, secure = parse_url(url)
+    endpoint = tcp_endpoint(reactor, host, port, timeout)
     if not secure:
         return endpoint
     if verify:
         trust = load_trust_root(ca_file) if ca_file else ssl.platformTrust()
-        creator = ssl.optionsForClientTLS(parts.hostname, trustRoot=trust)
+        creator = ssl.optionsForClientTLS(host, trustRoot=trust)
     else:
         creator = ssl.CertificateOptions(verify=False)
     return wrapClientTLS(creator, endpoint)
@@ -256,7 +269,7 @@ class SympleClient(Events):
 
     @property
     def online(self) -> bool:
-        return self.peer is not None and self.protocol is not None
+        return self.peer is not None and self.protocol is not None and not self._stopping
 
     @property
     def address(self) -> Optional[str]:
@@ -368,6 +381,10 @@ class SympleClient(Events):
             elif kind == "error":
                 self._rejected = AuthError(frame.get("status", 0), str(frame.get("message")), frame)
             return
+        if (kind == "message" and frame.get("subtype") == SYNC_SUBTYPE
+                and frame.get("from") == self.address and frame.get("data") in self._pending):
+            self._pending.pop(frame["data"])[0].callback(None)
+            return
         self.emit("frame", frame)
         if kind == "presence":
             self._presence(frame)
@@ -389,10 +406,10 @@ class SympleClient(Events):
         for room in self.joined:
             if room not in self.rooms:
                 self._room_request("join", room).addErrback(self._rejoin_failed, room)
+        self.emit("connect", peer)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(peer)
-        self.emit("connect", peer)
 
     def _rejoin_failed(self, failure: Failure, room: str) -> None:
         if failure.check(ClientError):
@@ -581,6 +598,25 @@ class SympleClient(Events):
         """The next frame of type ``kind`` (any if None) that matches ``match``."""
         return self.once("frame", lambda f: (kind is None or f.get("type") == kind)
                          and frame_matches(f, match), timeout, self.reactor)
+
+    def sync(self, timeout: Optional[float] = None) -> Deferred:
+        """Fires once the server has handled everything we sent before.
+
+        The server handles a session's frames in order, so a message to
+        ourselves comes back after all of them, and after whatever they
+        caused to be sent to us (join snapshots, errors).  The echo itself
+        is consumed, never emitted.
+        """
+        marker = new_frame_id()
+        try:
+            self.send_message(self.address, marker, subtype=SYNC_SUBTYPE)
+        except NotConnected as exc:
+            return fail(exc)
+        d: Deferred = Deferred(lambda _: self._pending.pop(marker, None))
+        self._pending[marker] = (d, "sync", "")
+        if timeout is not None:
+            d.addTimeout(timeout, self.reactor)
+        return d
 
     def next_message(self, match: FrameMatch = None, timeout: Optional[float] = None) -> Deferred:
         return self.wait_for("message", match, timeout)

@@ -265,6 +265,36 @@ class Router:
             400, f"Invalid 'to': expected an address, a room name or an array of "
                  f"rooms, not {wire.json_type(to)}")
 
+    def deliver_trusted(self, frame: dict) -> int:
+        """Deliver a frame a backend published on ``<prefix>broadcast`` (PROTOCOL.md section 9).
+
+        Trusted: no shared-room check and the publisher's ``from`` is kept.
+        ``to`` is ``user|id``, a room name (user rooms included) or an array
+        of rooms; each local recipient gets the frame once.  Returns how many.
+        """
+        kind = frame.get("type")
+        if not isinstance(kind, str) or not kind:
+            self.metrics.drops["invalid"].inc()
+            return 0
+        to = frame.get("to")
+        recipients: set[Session] = set()
+        if isinstance(to, str) and "|" in to:
+            target = self._session_at(to)
+            if target is not None:
+                recipients.add(target)
+        elif isinstance(to, str):
+            recipients |= self.rooms.get(to, _NOBODY)
+        elif isinstance(to, list):
+            for room in to:
+                if wire.valid_room(room):
+                    recipients |= self.rooms.get(room, _NOBODY)
+        if not recipients:
+            self.metrics.drops["no_recipient"].inc()
+            return 0
+        frame.pop("token", None)
+        self.fanout(recipients, wire.dumps(frame), kind if kind in wire.ROUTED_TYPES else "other")
+        return len(recipients)
+
     def _session_at(self, to: str) -> Optional[Session]:
         """The session named by ``user|id`` or by a bare live session id."""
         user, bar, session_id = to.partition("|")

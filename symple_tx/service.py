@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .auth import Authenticator
+from .broadcast import BroadcastSubscriber
 from .cluster import RedisBus
 from .config import Settings
 from .metrics import Metrics
@@ -40,6 +41,7 @@ class SympleServer:
         self.metrics = Metrics()
         self.router = Router(settings, self.metrics)
         self.redis: Any = None
+        self.broadcast: Optional[BroadcastSubscriber] = None
         store = None
         self.health = Health(self.router)
         if settings.redis_url:
@@ -49,6 +51,10 @@ class SympleServer:
             self.router.bus = RedisBus(self.router, address, settings.key_prefix,
                                        settings.node_timeout, reactor)
             self.health.checks.append(self.router.bus.problem)
+            self.router.bus.start()
+            self.broadcast = BroadcastSubscriber(self.router, address,
+                                                 settings.key_prefix + "broadcast", reactor)
+            self.broadcast.start()
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
         self.pages = http_root(self.router, self.health, settings.demo)
@@ -60,10 +66,6 @@ class SympleServer:
     def resource(self) -> SympleResource:
         """A ``twisted.web`` resource to mount in an existing site."""
         return SympleResource(self.websocket, self.pages)
-
-    def start(self) -> None:
-        """Connect to the other processes (a no-op without ``redis_url``)."""
-        self.router.bus.start()
 
     def endpoint(self, description: str) -> IStreamServerEndpoint:
         return serverFromString(self.reactor, description)
@@ -87,6 +89,8 @@ class SympleServer:
         else:
             timeout.cancel()
         yield bus_stopped
+        if self.broadcast is not None:
+            yield self.broadcast.stop()
         if self.redis is not None:
             yield self.redis.disconnect()
 
@@ -94,10 +98,15 @@ class SympleServer:
 class SympleService(MultiService):
     """Listens on every endpoint; on stop, stops accepting, then drains."""
 
-    def __init__(self, server: SympleServer, endpoints: Iterable[IStreamServerEndpoint]) -> None:
+    def __init__(self, server: SympleServer,
+                 endpoints: Iterable[IStreamServerEndpoint | str] = ()) -> None:
+        """``endpoints``: endpoint objects or strings (``"tcp:4500"``); none at all
+        suits a server mounted as a resource, which still drains on stop."""
         super().__init__()
         self.server = server
         for endpoint in endpoints:
+            if isinstance(endpoint, str):
+                endpoint = server.endpoint(endpoint)
             listener = StreamServerEndpointService(endpoint, server.port_factory)
             listener._raiseSynchronously = True
             listener.setServiceParent(self)
@@ -111,10 +120,6 @@ class SympleService(MultiService):
             listener._waitingForPort.addErrback(lambda f, d=d: (d.errback(f), f)[1])
             waits.append(d)
         return defer.gatherResults(waits, consumeErrors=True)
-
-    def startService(self) -> None:
-        self.server.start()
-        super().startService()
 
     @defer.inlineCallbacks
     def stopService(self):

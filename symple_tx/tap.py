@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping, Optional
 
+from OpenSSL import SSL, crypto
 from twisted.internet import reactor as default_reactor
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from .config import Settings
@@ -253,7 +255,10 @@ class SympleOptions(usage.Options):
         for description in self.descriptions():
             try:
                 endpoints.append(server_endpoint(description))
-            except Exception as exc:  # parse errors, unreadable or invalid certificates
+            except (SSL.Error, crypto.Error) as exc:  # OpenSSL alone is cryptic
+                raise usage.UsageError(f"--listen {description!r}: the TLS key or "
+                                       f"certificate is not valid PEM ({_one_line(exc)})")
+            except Exception as exc:  # parse errors, unreadable files
                 raise usage.UsageError(f"--listen {description!r}: {_one_line(exc)}")
         return endpoints
 
@@ -299,6 +304,18 @@ class Options(SympleOptions):
             raise SystemExit(f"twistd symple: {exc} (see: twistd symple --help)") from None
 
 
+class _TwistdService(SympleService):
+    """Under twistd, a port that cannot be bound ends the process with one line."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as exc:
+            where = f"{exc.interface or '*'}:{exc.port}"
+            raise SystemExit(f"twistd symple: cannot listen on {where}: "
+                             f"{_one_line(exc.socketError)}") from None
+
+
 def makeService(options: SympleOptions) -> SympleService:
     server = SympleServer(options["settings"])
-    return SympleService(server, options["endpoints"])
+    return _TwistdService(server, options["endpoints"])

@@ -225,17 +225,26 @@ class SymplePortFactory(Factory):
         super().doStop()
 
 
+def _is_upgrade(request: Any) -> bool:
+    return (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
+
+
 class SympleResource(WebSocketResource):
     """Embedding: upgrade requests at this resource, pages (healthz, metrics) below it."""
+
+    # WebSocketResource is a leaf; this one has the pages as children.
+    isLeaf = False
 
     def __init__(self, websocket: SympleServerFactory, pages: Resource) -> None:
         super().__init__(websocket)
         self.pages = pages
 
     def getChildWithDefault(self, path: bytes, request: Any) -> Resource:
+        if path == b"" and _is_upgrade(request):
+            return self  # ws://host/mount/ as well as ws://host/mount
         return self.pages.getChildWithDefault(path, request)
 
     def render(self, request: Any) -> Any:
-        if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+        if _is_upgrade(request):
             return super().render(request)
         return self.pages.render(request)

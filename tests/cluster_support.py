@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 from typing import Any, Optional
 
@@ -15,37 +13,15 @@ from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
-from twisted.web.client import Agent, readBody
 
 from symple_tx.config import Settings
 from symple_tx.service import SympleServer, SympleService
 from symple_tx.websocket import ReactorTimer
-from tests.support import WAIT, TestPeer, with_timeout
+from tests.support import (TestPeer, clean_environment, eventually, free_port, http_get,
+                           spawn_twistd, wait_serving, with_timeout)
 
-try:
-    from tests.support import eventually, free_port
-except ImportError:  # pragma: no cover - older support module
-    @defer.inlineCallbacks
-    def eventually(condition, seconds: float = WAIT, what: str = "condition",
-                   interval: float = 0.02):
-        from twisted.internet.task import deferLater
-        deadline = reactor.seconds() + seconds
-        while True:
-            value = condition()
-            if value:
-                return value
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"timed out after {seconds}s waiting for {what}")
-            yield deferLater(reactor, interval, lambda: None)
-
-    def free_port() -> int:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            return sock.getsockname()[1]
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: ``twistd`` of this interpreter (``python -m twisted.scripts.twistd`` has no main).
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+#: The source tree under test: server processes run this code, like the test process.
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _listening(port: int) -> bool:
@@ -99,84 +75,46 @@ def require_redis_server(test: unittest.TestCase) -> None:
         raise unittest.SkipTest("redis-server is not installed")
 
 
-class ServerProcess:
-    """``twistd -n symple`` in a child process, on its own port."""
+class Node:
+    """``twistd -n symple`` in a child process on its own port, sharing ``redis_url``."""
 
-    def __init__(self, redis_url: str, *args: str, port: Optional[int] = None) -> None:
-        self.port = port or free_port()
-        self.args = args
-        self.redis_url = redis_url
-        self.process: Optional[subprocess.Popen] = None
-        self.log = tempfile.NamedTemporaryFile(prefix="symple-node-", suffix=".log",
-                                               delete=False)
+    def __init__(self, test: unittest.TestCase, redis_url: str, *args: str) -> None:
+        self.test = test
+        self.port = free_port()
+        self.args = ["symple", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                     "--redis", redis_url, "--no-demo", *args]
+        self.process: Any = None
 
     def start(self) -> defer.Deferred:
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        self.process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=",
-             "symple", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-             "--redis", self.redis_url, "--no-demo", *self.args],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = spawn_twistd(self.test, self.args,
+                                    env=clean_environment(PYTHONPATH=SOURCE_ROOT))
         return self.healthy()
+
+    def healthy(self) -> defer.Deferred:
+        return wait_serving(self.process, self.port, seconds=20)
 
     @defer.inlineCallbacks
     def health(self):
         """(status code, body) of /healthz."""
-        response = yield Agent(reactor).request(
-            b"GET", f"http://127.0.0.1:{self.port}/healthz".encode())
-        body = yield readBody(response)
-        return response.code, body
+        code, _, body = yield http_get(f"http://127.0.0.1:{self.port}/healthz")
+        return code, body
 
-    def healthy(self) -> defer.Deferred:
-        return wait_healthy(self.port, self)
-
-    def signal(self, signum: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
+    @defer.inlineCallbacks
+    def metric(self, name: str):
+        """The sum of every sample of ``name`` on /metrics."""
+        _, _, body = yield http_get(f"http://127.0.0.1:{self.port}/metrics")
+        return metric_sum(body.decode(), name)
 
     def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        if self.process is not None:
-            self.process.wait()
+        self.process.signal("KILL")
 
     def exited(self) -> defer.Deferred:
-        return eventually(lambda: self.process is None or self.process.poll() is not None,
-                          seconds=15, what="server process to exit")
-
-    def output(self) -> str:
-        with open(self.log.name) as f:
-            return f.read()
-
-    def cleanup(self) -> None:
-        self.kill()
-        self.log.close()
-        os.unlink(self.log.name)
+        return self.process.wait(15)
 
 
-@defer.inlineCallbacks
-def wait_healthy(port: int, process: Any = None, seconds: float = 20.0):
-    """Poll /healthz until it answers 200."""
-    agent = Agent(reactor)
-    url = f"http://127.0.0.1:{port}/healthz".encode()
-    deadline = reactor.seconds() + seconds
-    while True:
-        if process is not None and process.process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{process.output()}")
-        try:
-            response = yield agent.request(b"GET", url)
-            yield readBody(response)
-            if response.code == 200:
-                return
-        except Exception:
-            pass
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"server on port {port} never became healthy")
-        yield deferLater(0.05)
-
-
-def deferLater(seconds: float) -> defer.Deferred:
-    from twisted.internet.task import deferLater as later
-    return later(reactor, seconds, lambda: None)
+def metric_sum(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"))
 
 
 class PeersMixin:

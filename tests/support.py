@@ -150,10 +150,18 @@ class ServerTestCase(unittest.TestCase):
     def make_settings(self) -> Settings:
         return Settings(**{**self.settings.__dict__})
 
+    def listen_on(self) -> str:
+        """The server endpoint description (TLS tests override it)."""
+        return "tcp:0:interface=127.0.0.1"
+
+    def client_endpoint(self) -> Any:
+        """How peers reach the server (TLS tests wrap it)."""
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+
     @defer.inlineCallbacks
     def setUp(self):
         self.server = SympleServer(self.make_settings())
-        endpoint = self.server.endpoint("tcp:0:interface=127.0.0.1")
+        endpoint = self.server.endpoint(self.listen_on())
         self.service = SympleService(self.server, [endpoint])
         self.service.startService()
         ports = yield self.service.listening()
@@ -165,7 +173,8 @@ class ServerTestCase(unittest.TestCase):
     @defer.inlineCallbacks
     def _stop(self):
         for peer in self.peers:
-            if peer.transport is not None:
+            # TLS transports fail to abort once closed, so skip closed peers.
+            if peer.transport is not None and not peer.closed.called:
                 peer.transport.abortConnection()
         yield self.service.stopService()
 
@@ -182,9 +191,8 @@ class ServerTestCase(unittest.TestCase):
     def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None,
                 protocol: type = TestPeer):
         factory = self.client_factory(headers, origin, protocol)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         peer = factory.buildProtocol(None)
-        yield connectProtocol(endpoint, peer)
+        yield connectProtocol(self.client_endpoint(), peer)
         self.peers.append(peer)
         yield with_timeout(peer.opened, what="WebSocket handshake")
         return peer
@@ -331,3 +339,103 @@ def http_get(url: str, headers: Optional[dict] = None, method: bytes = b"GET",
         what=f"HTTP response from {url}")
     body = yield with_timeout(readBody(response), what=f"HTTP body from {url}")
     return response.code, response.headers, body
+
+
+def twistd_command() -> list[str]:
+    """The twistd of the interpreter running the tests (a tox venv's own, in CI)."""
+    import sys
+    import sysconfig
+    script = os.path.join(sysconfig.get_path("scripts"), "twistd")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    """os.environ without the variables the server reads, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SYMPLE_") and k not in ("PORT", "REDIS_URL")}
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """A real ``twistd`` child process: its output, exit code and when it ended."""
+
+    def __init__(self) -> None:
+        from twisted.internet.protocol import ProcessProtocol
+
+        self.output: list[bytes] = []
+        self.ended: Deferred = Deferred()
+        self.exit_code: Optional[int] = None
+        #: twistd stopped by a signal re-raises it at exit, so this is set instead.
+        self.exit_signal: Optional[int] = None
+        self.ended_at: Optional[float] = None
+        owner = self
+
+        class _Protocol(ProcessProtocol):
+            def outReceived(self, data: bytes) -> None:
+                owner.output.append(data)
+
+            errReceived = outReceived
+
+            def processEnded(self, reason: Any) -> None:
+                owner.exit_code = reason.value.exitCode
+                owner.exit_signal = reason.value.signal
+                owner.ended_at = reactor.seconds()
+                owner.ended.callback(owner.exit_code)
+
+        self.protocol = _Protocol()
+        self.transport: Any = None
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.output).decode("utf-8", "replace")
+
+    def signal(self, name: str) -> None:
+        self.transport.signalProcess(name)
+
+    def wait(self, seconds: float = WAIT) -> Deferred:
+        return with_timeout(self.ended, seconds, what="the server process to exit")
+
+
+def spawn_twistd(test: unittest.TestCase, args: list[str], cwd: Optional[str] = None,
+                 env: Optional[dict] = None, command: Optional[list[str]] = None
+                 ) -> ServerProcess:
+    """Start ``twistd -n --pidfile= <args>``; the test's cleanup kills it if still running."""
+    process = ServerProcess()
+    argv = (command or twistd_command()) + ["-n", "--pidfile="] + args
+    if cwd is None:
+        cwd = test.mktemp()
+        os.makedirs(cwd)
+    process.transport = reactor.spawnProcess(
+        process.protocol, argv[0], argv, env=env if env is not None else clean_environment(),
+        path=cwd)
+
+    def stop() -> Optional[Deferred]:
+        if process.ended.called:
+            return None
+        process.signal("KILL")
+        return process.ended
+    test.addCleanup(stop)
+    return process
+
+
+@defer.inlineCallbacks
+def wait_serving(process: ServerProcess, port: int, seconds: float = 15.0):
+    """Poll /healthz until the child answers 200; fail early if it exits."""
+    from twisted.internet.error import ConnectError
+    from twisted.internet.task import deferLater
+    deadline = reactor.seconds() + seconds
+    while True:
+        if process.ended.called:
+            raise AssertionError(f"server exited ({process.exit_code}):\n{process.text}")
+        try:
+            code, _, body = yield http_get(f"http://127.0.0.1:{port}/healthz")
+        except ConnectError:
+            code = None
+        if code == 200:
+            return orjson.loads(body)
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"server not serving after {seconds}s:\n{process.text}")
+        yield deferLater(reactor, 0.1, lambda: None)

@@ -86,6 +86,15 @@ class RedisSessionTests(RedisSessionCase):
         self.assertEqual(peer.welcome["rooms"], ["alice", "r"])
 
     @defer.inlineCallbacks
+    def test_stored_session_with_an_invalid_user_never_falls_back_to_the_frame(self):
+        # The store is the authority: a malformed user there must not let the
+        # client pick any name it likes (here: impersonate "admin").
+        for user in (7, "", None, ["admin"], "ad|min"):
+            token = yield self.store({"user": user, "rooms": ["ops"]})
+            yield self.refused_at_auth({"type": "auth", "user": "admin", "token": token},
+                                       401, "user")
+
+    @defer.inlineCallbacks
     def test_unknown_or_unreadable_token_is_401(self):
         yield self.refused_at_auth({"type": "auth", "user": "alice", "token": "no-such",
                                     "id": "u"}, 401, "unknown token")

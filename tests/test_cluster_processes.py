@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import signal
-
 import orjson
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from tests.cluster_support import (PeersMixin, RedisServer, ServerProcess, eventually,
-                                   require_redis_server)
+from tests.cluster_support import Node, PeersMixin, RedisServer, require_redis_server
 from tests.test_cluster_routing import is_message, presence_of
 
 #: --node-timeout of these processes: a silent process is declared dead after it.
@@ -25,28 +22,12 @@ class ProcessClusterTestCase(PeersMixin, unittest.TestCase):
         self.redis = RedisServer()
         self.addCleanup(self.redis.cleanup)
         yield self.redis.start()
-        self.processes = [self.process() for _ in range(self.count)]
+        self.processes = [Node(self, self.redis.url, "--node-timeout", str(NODE_TIMEOUT))
+                          for _ in range(self.count)]
         yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)
-
-    def process(self, *args: str) -> ServerProcess:
-        process = ServerProcess(self.redis.url, "--node-timeout", str(NODE_TIMEOUT), *args)
-        self.addCleanup(process.cleanup)
-        return process
 
     def on(self, index: int, user: str, **fields):
         return self.peer_on(self.processes[index].port, user, **fields)
-
-    @defer.inlineCallbacks
-    def metric(self, index: int, name: str) -> float:
-        from twisted.web.client import Agent, readBody
-        response = yield Agent(reactor).request(
-            b"GET", f"http://127.0.0.1:{self.processes[index].port}/metrics".encode())
-        body = (yield readBody(response)).decode()
-        total = 0.0
-        for line in body.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
 
     @defer.inlineCallbacks
     def connected_pair(self, a: int = 0, b: int = 1):
@@ -78,7 +59,7 @@ class FailureTests(ProcessClusterTestCase):
     @defer.inlineCallbacks
     def test_sigterm_announces_sessions_offline_before_exiting(self):
         alice, bob = yield self.connected_pair(0, 1)
-        self.processes[1].signal(signal.SIGTERM)
+        self.processes[1].process.signal("TERM")
         stopped_at = reactor.seconds()
         shutdown = yield bob.expect(lambda f: f.get("type") == "event")
         self.assertEqual(shutdown["name"], "shutdown")
@@ -116,12 +97,12 @@ class RedisOutageTests(ProcessClusterTestCase):
         bob.send_json({"type": "message", "data": "back"})
         yield carol.expect(is_message("back"))
         self.assertEqual([f for f in bob.received if f.get("data") == "lost"], [])
-        reconnects = yield self.metric(0, "symple_bus_reconnects_total")
+        reconnects = yield self.processes[0].metric("symple_bus_reconnects_total")
         self.assertGreaterEqual(reconnects, 1)
 
 
 @defer.inlineCallbacks
-def eventually_health(process: ServerProcess, code: int):
+def eventually_health(process: Node, code: int):
     result = []
 
     @defer.inlineCallbacks
@@ -142,7 +123,7 @@ def eventually_health(process: ServerProcess, code: int):
 def eventually_metric(test, index: int, name: str, at_least: float):
     deadline = reactor.seconds() + 10
     while True:
-        value = yield test.metric(index, name)
+        value = yield test.processes[index].metric(name)
         if value >= at_least:
             return value
         if reactor.seconds() > deadline:

@@ -10,7 +10,7 @@ from twisted.internet.task import deferLater
 from symple_tx.auth import AuthRequest
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
-from tests.support import ServerTestCase, TestPeer
+from tests.support import ServerTestCase, TestPeer, eventually
 
 
 class ErrorCase(ServerTestCase):
@@ -56,8 +56,12 @@ class ErrorCase(ServerTestCase):
         return frames
 
 
-class AnonymousErrorTests(ErrorCase):
-    settings = Settings(auth_timeout=0.3)
+#: Short enough for a fast test, long enough for a loaded machine to authenticate in time.
+AUTH_TIMEOUT = 1.0
+
+
+class AuthTimeoutTests(ErrorCase):
+    settings = Settings(auth_timeout=AUTH_TIMEOUT)
 
     @defer.inlineCallbacks
     def test_no_auth_in_time_is_408(self):
@@ -67,9 +71,11 @@ class AnonymousErrorTests(ErrorCase):
     @defer.inlineCallbacks
     def test_auth_in_time_cancels_the_timeout(self):
         peer = yield self.peer("alice")
-        yield deferLater(reactor, 0.5, lambda: None)  # longer than auth_timeout
+        yield deferLater(reactor, AUTH_TIMEOUT * 1.5, lambda: None)  # past the timeout
         yield self.assert_stays_open(peer)
 
+
+class AnonymousErrorTests(ErrorCase):
     @defer.inlineCallbacks
     def test_first_frame_not_auth_is_401(self):
         for number, first in enumerate([{"type": "message", "data": "hi"},
@@ -176,6 +182,68 @@ class AuthHookTests(ErrorCase):
         ack = yield peer.expect("join:ok")
         self.assertEqual(ack["id"], "j")
         self.assertEqual([f["type"] for f in peer.received], ["welcome", "join:ok"])
+
+
+#: Auth decisions the test releases by hand: user -> Deferred.
+PENDING: dict = {}
+
+
+def pending_auth_hook(request: AuthRequest) -> defer.Deferred:
+    d: defer.Deferred = defer.Deferred()
+    PENDING[request.user] = d
+    return d
+
+
+class PendingAuthTests(ErrorCase):
+    """An auth decision that arrives after the connection is gone admits nobody."""
+
+    settings = Settings(authentication=True, auth_hook=pending_auth_hook,
+                        auth_timeout=AUTH_TIMEOUT)
+
+    def setUp(self):
+        PENDING.clear()
+        return super().setUp()
+
+    @defer.inlineCallbacks
+    def start_auth(self, user: str):
+        """A connection whose ``auth`` is waiting for the hook's decision."""
+        peer = yield self.connect()
+        peer.send_json({"type": "auth", "user": user, "token": "t"})
+        yield eventually(lambda: user in PENDING, what=f"auth hook call for {user}")
+        return peer
+
+    @defer.inlineCallbacks
+    def watch(self):
+        """An admitted peer in room "lobby" that would see any newcomer there."""
+        self.watcher = yield self.start_auth("watcher")
+        PENDING.pop("watcher").callback({"rooms": ["lobby"]})
+        self.watcher.welcome = yield self.watcher.expect("welcome")
+
+    @defer.inlineCallbacks
+    def assert_no_ghost(self, user: str):
+        """Admitting ``user`` now creates no session and tells nobody."""
+        PENDING.pop(user).callback({"rooms": ["lobby"]})
+        got = yield self.collect(self.watcher)
+        self.assertEqual(got[self.watcher], [])
+        self.assertEqual([s.user for s in self.server.router.sessions.values()], ["watcher"])
+        self.assertEqual(len(self.server.router.links), 1)
+
+    @defer.inlineCallbacks
+    def test_timeout_while_the_hook_thinks(self):
+        yield self.watch()
+        slow = yield self.start_auth("slow")
+        yield self.assert_closes(slow, 408)
+        yield eventually(lambda: len(self.server.router.links) == 1, what="server sees close")
+        yield self.assert_no_ghost("slow")
+
+    @defer.inlineCallbacks
+    def test_disconnect_while_the_hook_thinks(self):
+        yield self.watch()
+        gone = yield self.start_auth("gone")
+        gone.transport.abortConnection()
+        yield gone.wait_closed()
+        yield eventually(lambda: len(self.server.router.links) == 1, what="server sees close")
+        yield self.assert_no_ghost("gone")
 
 
 class AsyncAuthHookTests(ErrorCase):

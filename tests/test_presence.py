@@ -7,7 +7,8 @@ from typing import Any, Callable
 
 from twisted.internet import defer
 
-from tests.support import TestPeer, presence_of, presences
+from symple_tx.config import Settings
+from tests.support import TestPeer, eventually, presence_of, presences
 from tests.test_routing import RoutingCase, of_kind
 
 
@@ -72,8 +73,37 @@ class AuthPresenceTests(PresenceCase):
         self.assertEqual((me["user"], me["name"], me["online"]), ("alice", "alice", True))
         self.assertEqual(me["peerType"], "person")
         self.assertNotIn("token", me)
-        self.assertNotIn("|", me["id"])
+        self.assertRegex(me["id"], r"^[A-Za-z0-9_-]{16,}$")  # >= 96 bits, URL-safe, no "|"
         self.assertEqual(welcome["rooms"], ["alice"])
+        self.assertEqual(me["host"], "127.0.0.1")
+
+    @defer.inlineCallbacks
+    def test_session_ids_are_unique(self):
+        ids = set()
+        for _ in range(20):
+            peer = yield self.peer("alice")
+            ids.add(peer.session_id)
+        self.assertEqual(len(ids), 20)
+
+    @defer.inlineCallbacks
+    def test_proxy_headers_are_ignored_unless_trusted(self):
+        peer = yield self.connect(headers={"X-Forwarded-For": "203.0.113.9",
+                                           "X-Real-IP": "203.0.113.10"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "127.0.0.1")
+
+
+class TrustedProxyTests(PresenceCase):
+    settings = Settings(trust_proxy=True)
+
+    @defer.inlineCallbacks
+    def test_forwarded_address_becomes_the_host(self):
+        peer = yield self.connect(headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "203.0.113.9")
+        peer = yield self.connect(headers={"X-Real-IP": "203.0.113.10"})
+        welcome = yield peer.auth("bob")
+        self.assertEqual(welcome["peer"]["host"], "203.0.113.10")
 
     @defer.inlineCallbacks
     def test_snapshot_carries_the_latest_presence_data(self):
@@ -260,3 +290,73 @@ class SameUserTests(PresenceCase):
         first.send_json({"type": "leave", "room": "alice", "id": "l"})
         got = yield self.collect(first)
         self.assertEqual(of_kind(got[first], "error")[0]["status"], 403)
+
+
+def roster(peer: TestPeer) -> set[str]:
+    """The session ids a symple-client 4.x roster holds after every presence received."""
+    entries: set[str] = set()
+    for frame in presences(peer.received):
+        data = frame.get("data") or {}
+        if not data.get("id") or not data.get("user"):
+            continue
+        if data.get("online"):
+            entries.add(data["id"])
+        else:
+            entries.discard(data["id"])
+    return entries
+
+
+class RosterInvariantTests(PresenceCase):
+    """Section 5: at every quiescent moment each roster equals what its owner sees."""
+
+    @defer.inlineCallbacks
+    def test_rosters_follow_a_busy_sequence_of_changes(self):
+        live: dict[str, TestPeer] = {}
+        rooms: dict[str, set[str]] = {}  # an independent model: name -> rooms
+
+        @defer.inlineCallbacks
+        def arrive(name: str, user: str, *joined: str):
+            live[name] = yield self.peer(user, rooms=list(joined))
+            rooms[name] = {user, *joined}
+
+        def send(name: str, kind: str, room: str) -> None:
+            live[name].send_json({"type": kind, "room": room})
+            (rooms[name].add if kind == "join" else rooms[name].discard)(room)
+
+        @defer.inlineCallbacks
+        def depart(name: str, how: str):
+            peer = live.pop(name)
+            del rooms[name]
+            if how == "close":
+                peer.send_json({"type": "close"})
+            else:
+                peer.transport.abortConnection()
+            yield peer.wait_closed()
+            yield eventually(lambda: peer.session_id not in self.server.router.sessions,
+                             what="server notices the disconnect")
+
+        steps = [
+            lambda: arrive("ann", "ann", "lobby"),
+            lambda: arrive("bob", "bob", "lobby", "stage"),
+            lambda: arrive("cat", "cat", "stage"),
+            lambda: arrive("dan", "dan"),
+            lambda: send("ann", "join", "stage"),
+            lambda: send("cat", "leave", "stage"),
+            lambda: send("dan", "join", "lobby"),
+            lambda: arrive("ann2", "ann"),
+            lambda: depart("bob", "close"),
+            lambda: send("cat", "join", "lobby"),
+            lambda: send("ann", "leave", "lobby"),
+            lambda: send("ann", "leave", "stage"),
+            lambda: send("dan", "join", "ann"),
+            lambda: depart("dan", "abort"),
+            lambda: arrive("bob", "bob", "stage"),
+            lambda: send("ann2", "join", "stage"),
+        ]
+        for number, step in enumerate(steps):
+            yield step()
+            yield self.collect(*live.values())
+            for name, peer in live.items():
+                sees = {live[other].session_id for other in live
+                        if other != name and rooms[name] & rooms[other]}
+                self.assertEqual(roster(peer), sees, f"step {number}: roster of {name}")

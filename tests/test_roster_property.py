@@ -115,16 +115,14 @@ class RosterMachine(RuleBasedStateMachine):
 
     def target(self, sender: Client, how: int, index: int) -> Any:
         """One of the addressing forms of the routing table."""
+        if how == 3:
+            return NAMES[index % len(NAMES)]
+        if how == 4:
+            return [r for i, r in enumerate(ROOMS + USERS) if index >> i & 1]
         other = self.other(sender, index)
         if how == 0 or other is None:
             return None
-        if how == 1:
-            return other.session.address
-        if how == 2:
-            return other.session.id
-        if how == 3:
-            return NAMES[index % len(NAMES)]
-        return [r for i, r in enumerate(ROOMS + USERS) if index >> i & 1]
+        return other.session.address if how == 1 else other.session.id
 
     # -- operations ---------------------------------------------------------
 

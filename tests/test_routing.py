@@ -240,10 +240,23 @@ class FieldTests(RoutingCase):
         self.assertEqual(frames[0]["from"], alice.address)
 
     @defer.inlineCallbacks
-    def test_command_and_event_follow_the_same_table(self):
+    def test_token_removed_from_auth_data_before_anyone_sees_it(self):
+        bob = yield self.peer("bob", rooms=["lobby"])
+        alice = yield self.peer("alice", rooms=["lobby"], token="frame-token",
+                                data={"token": "top", "profile": {"token": "deep", "age": 7},
+                                      "devices": [{"token": "d", "kind": "phone"}]})
+        got = yield self.collect(alice, bob)
+        (announced,) = [f for f in got[bob] if f.get("from") == alice.address]
+        for peer in (alice.welcome["peer"], announced["data"]):
+            self.assertNotIn("token", peer)
+            self.assertEqual(peer["profile"], {"age": 7})
+            self.assertEqual(peer["devices"], [{"kind": "phone"}])
+
+    @defer.inlineCallbacks
+    def test_command_event_and_presence_follow_the_same_table(self):
         p = yield self.peers_in(alice=["lobby", "r1"], bob=["lobby"], dave=["r1"],
                                 carol=["side"])
-        for kind in ("command", "event"):
+        for kind in ("command", "event", "presence"):
             cases = [(None, {"bob", "dave"}), (p["bob"].address, {"bob"}),
                      (p["dave"].session_id, {"dave"}), ("r1", {"dave"}),
                      (["lobby"], {"bob"}), ("side", set())]

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--disable-dev-shm-usage", "--window-size=1280,860",
+    "--disable-quic", "--disable-dev-shm-usage", "--window-size=1280,620",
     # Host candidates only: no mDNS names (unresolvable in containers), and loopback allowed
     # so calls connect even on a machine without a network interface.
     "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection",

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from twisted.internet import defer, reactor
 from twisted.internet.threads import blockingCallFromThread, deferToThread
 
+from symple_tx.config import Settings
 from tests.browser.support import Page, artifact_path, require_browser
 from tests.support import ServerTestCase
 
@@ -46,10 +47,11 @@ class DemoPageTestCase(ServerTestCase):
         return blockingCallFromThread(reactor, function, *args, **kwargs)
 
     def open_page(self, user: str, **query: str) -> Page:
+        """A page that connects at once as ``user`` (the query fills in the login form)."""
         page = Page(f"{self._testMethodName}-{user}")
         self.pages.append(page)
-        params = {"user": user, "name": user.title(), "room": "demo", **query}
-        page.open(f"http://127.0.0.1:{self.port}/?{urlencode(params)}")
+        params = {"user": user, "name": user.title(), "room": "demo", **query} if user else {}
+        page.open(f"http://127.0.0.1:{self.port}/" + (f"?{urlencode(params)}" if params else ""))
         return page
 
     def open_online(self, *users: str) -> list[Page]:
@@ -148,8 +150,12 @@ class CallTests(DemoPageTestCase):
                 self.assert_receiving_video(page, "remote-video")
                 self.assert_receiving_video(page, "local-video")
             self.assertEqual(alice.text("#call-status"), "In call with Bob")
-            # Busy pages cannot start another call.
+            # Busy pages cannot start another call; chat goes on during the call.
             self.assertFalse(alice.roster()[0]["callable"])
+            alice.type("#chat-input", "Can you see me?")
+            bob.wait(lambda p: [m["text"] for m in p.messages()] == ["Can you see me?"], "chat")
+            bob.type("#chat-input", "Loud and clear")
+            alice.wait(lambda p: len(p.messages()) == 2, "bob's chat reply")
             alice.screenshot("demo-call-alice")
             bob.screenshot("demo-call-bob")
             with open(artifact_path("demo-call-timing.txt"), "w") as f:
@@ -179,11 +185,12 @@ class CallTests(DemoPageTestCase):
     def test_busy_peers_refuse_and_callee_rejects(self):
         def scenario():
             alice, bob = self.open_online("alice", "bob")
-            carol = self.on_reactor(self.peer, "carol", rooms=["demo"])
+            carol = self.on_reactor(self.peer, "carol", rooms=["demo"],
+                                    data={"capabilities": {"call": True}})
             for page in (alice, bob):
                 page.wait(lambda p: "carol" in p.roster_users(), "carol in the roster")
             carol_entry = [e for e in alice.roster() if e["user"] == "carol"][0]
-            self.assertFalse(carol_entry["callable"], "carol announced no call capability")
+            self.assertEqual(carol_entry["caps"], ["call"])
 
             self.start_call(alice, bob, "bob")
             for page in (alice, bob):  # ringing either way: both are busy
@@ -197,11 +204,24 @@ class CallTests(DemoPageTestCase):
             self.assertEqual(bob.state()["call"], "ringing")
 
             bob.click("#reject")
-            alice.wait_state(call=("ended", "idle"), callEnd="rejected")
+            alice.wait(lambda p: p.state()["callEnd"] == "rejected"
+                       and p.text("#call-status") == "Call ended: declined", "rejection shown")
             bob.wait_state(call=("ended", "idle"), callEnd="rejected")
-            self.assertIn("declined", alice.text("#call-status"))
             for page in (alice, bob):
                 page.wait_state(call="idle")
+
+            # The caller's side of "busy", with carol reading the wire.
+            alice.click('#roster li[data-user="carol"] button[data-action="call"]')
+            init = self.on_reactor(
+                carol.expect, lambda f: f.get("subtype") == "call:init", "call:init")
+            self.assertEqual((init["type"], init["to"], init["from"]),
+                             ("message", carol.address, self.address(alice)))
+            self.assertIsInstance(init["data"]["callId"], str)
+            self.on_reactor(carol.send_json, {
+                "type": "message", "to": init["from"], "subtype": "call:reject",
+                "data": {"callId": init["data"]["callId"], "reason": "busy"}})
+            alice.wait(lambda p: p.state()["callEnd"] == "busy"
+                       and p.text("#call-status") == "Call ended: they are busy", "busy shown")
         return self.in_browser(scenario)
 
     def test_ringing_call_ends_when_the_caller_leaves(self):
@@ -211,4 +231,115 @@ class CallTests(DemoPageTestCase):
             alice.quit()
             bob.wait_state(call=("ended", "idle"), callEnd=("cancelled", "peer-left"))
             bob.wait_state(call="idle")
+        return self.in_browser(scenario)
+
+    def test_candidates_that_arrive_before_the_offer_are_buffered(self):
+        """CallManager alone in a page, against a real RTCPeerConnection as the caller."""
+        def scenario():
+            page = self.open_page("")
+            page.driver.set_script_timeout(20)
+            result = page.driver.execute_async_script(TRICKLE_BEFORE_OFFER)
+            self.assertNotIn("error", result, result.get("error"))
+            self.assertGreater(result["remoteCandidates"], 0)
+            # Trickled before the offer: held back, then all added with the offer.
+            self.assertEqual(result["bufferedBeforeOffer"], result["remoteCandidates"])
+            self.assertFalse(result["hadRemoteDescription"])
+            self.assertEqual(result["pendingAfterOffer"], 0)
+            self.assertEqual(result["candidatesInRemoteDescription"], result["remoteCandidates"])
+            self.assertEqual(result["iceState"], "connected")
+            self.assertEqual(result["sent"][:2], ["call:accept", "call:answer"])
+            self.assertEqual(set(result["sent"][2:]), {"call:candidate"})
+            self.assertEqual(result["addressedTo"], ["carol|c1"])
+            self.assertEqual(result["callIds"], ["k1"])
+        return self.in_browser(scenario)
+
+
+#: Runs in a demo page: feeds a callee CallManager a fake client's frames from a real
+#: RTCPeerConnection playing the caller, candidates first, offer last.
+TRICKLE_BEFORE_OFFER = """
+const done = arguments[arguments.length - 1];
+const until = async (test) => {
+  for (let i = 0; i < 300 && !test(); i++) await new Promise((r) => setTimeout(r, 20));
+  if (!test()) throw new Error("timed out: " + test);
+};
+(async () => {
+  const {CallManager} = await import("/js/call.js");
+  const client = new EventTarget();
+  const sent = [];
+  client.sendMessage = (to, subtype, data) => sent.push({to, subtype, data});
+  const deliver = (subtype, data = {}) => client.dispatchEvent(new CustomEvent("message", {
+    detail: {type: "message", from: "carol|c1", subtype, data: {callId: "k1", ...data}}}));
+  const calls = new CallManager(client);
+
+  const caller = new RTCPeerConnection({iceServers: []});
+  const callerCandidates = [];
+  caller.onicecandidate = (e) => e.candidate && callerCandidates.push(e.candidate.toJSON());
+  caller.addTransceiver("video");
+  const offer = await caller.createOffer();  // taken before gathering: no candidates inside
+  await caller.setLocalDescription(offer);
+  await until(() => caller.iceGatheringState === "complete");
+
+  deliver("call:init");
+  await calls.accept();
+  for (const candidate of callerCandidates) deliver("call:candidate", {candidate});
+  await until(() => calls._pending.length >= callerCandidates.length || sent.length > 1);
+  const hadRemoteDescription = Boolean(calls.pc.remoteDescription);
+  const bufferedBeforeOffer = calls._pending.length;
+  deliver("call:offer", {sdp: {type: offer.type, sdp: offer.sdp}});
+  await until(() => sent.some((m) => m.subtype === "call:answer"));
+  const answer = sent.find((m) => m.subtype === "call:answer").data.sdp;
+  await caller.setRemoteDescription(answer);
+  for (const m of sent.filter((m) => m.subtype === "call:candidate")) {
+    await caller.addIceCandidate(m.data.candidate);
+  }
+  await until(() => calls.iceState === "connected" || calls.iceState === "completed");
+  const remoteSdp = calls.pc.remoteDescription.sdp;
+  const result = {
+    remoteCandidates: callerCandidates.length,
+    bufferedBeforeOffer,
+    hadRemoteDescription,
+    pendingAfterOffer: calls._pending.length,
+    candidatesInRemoteDescription: callerCandidates.filter(
+      (c) => remoteSdp.includes("a=" + c.candidate.split(" generation")[0])).length,
+    iceState: calls.iceState === "completed" ? "connected" : calls.iceState,
+    sent: sent.map((m) => m.subtype),
+    addressedTo: [...new Set(sent.map((m) => m.to))],
+    callIds: [...new Set(sent.map((m) => m.data.callId))],
+  };
+  calls.hangup();
+  caller.close();
+  done(result);
+})().catch((err) => done({error: String(err && err.stack || err)}));
+"""
+
+
+def allow_letmein(request: Any) -> bool:
+    """An auth hook: the token "letmein" lets anyone in, and grants no rooms."""
+    return request.token == "letmein"
+
+
+class LoginTests(DemoPageTestCase):
+    settings = Settings(authentication=True, auth_hook=allow_letmein)
+
+    def test_login_form_shows_refusal_then_joins_the_room(self):
+        def scenario():
+            dave = self.open_page("")
+            self.assertTrue(dave.visible("#login"))
+            self.assertFalse(dave.visible("#app"))
+            self.assertEqual(dave.state()["conn"], "idle")
+            dave.type('#login [name="user"]', "dave", submit=False)
+            dave.type('#login [name="token"]', "wrong")
+            state = dave.wait_state(conn="error")
+            self.assertEqual(state["error"], "Authentication rejected")
+            self.assertIn("Authentication rejected", dave.text("#errors"))
+            self.assertTrue(dave.visible("#login"))
+
+            dave.driver.find_element("css selector", '#login [name="token"]').clear()
+            dave.type('#login [name="token"]', "letmein")
+            dave.wait_state(conn="online")
+            self.assertFalse(dave.visible("#login"))
+            # With authentication on, rooms are not taken from auth: the page joins "demo".
+            alice = self.open_page("alice", token="letmein")
+            alice.wait(lambda p: p.roster_users() == ["dave"], "dave in alice's roster")
+            dave.wait(lambda p: p.roster_users() == ["alice"], "alice in dave's roster")
         return self.in_browser(scenario)

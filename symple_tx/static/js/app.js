@@ -76,7 +76,7 @@ function start({user, name = "", token = "", roomName = "demo"}) {
   client.addEventListener("roster", renderRoster);
   client.addEventListener("presence", onPresence);
   client.addEventListener("message", (e) => onMessage(e.detail));
-  client.addEventListener("error", (e) => showError(`Server: ${e.detail.message}`));
+  client.addEventListener("error", (e) => showError(e.detail.message));
   calls.addEventListener("state", (e) => onCallState(e.detail));
   calls.addEventListener("ice", (e) => { body.dataset.ice = e.detail.state; });
   calls.addEventListener("localstream", (e) => attach($("#local-video"), e.detail.stream));
@@ -91,7 +91,6 @@ function onConnState({state, reason}) {
   $("#conn-status").textContent = CONN_TEXT[state] + (reason && state !== "online" ? ` (${reason})` : "");
   $("#login").hidden = state !== "idle" && state !== "error";
   $("#app").hidden = !$("#login").hidden;
-  if (state === "error") showError(reason);
   renderRoster();
 }
 
@@ -235,6 +234,10 @@ $("#unmute").addEventListener("click", () => {
 window.addEventListener("pagehide", () => {
   if (calls?.busy) calls.hangup();
   client?.close();
+});
+// Back from the back/forward cache the connection is gone: start afresh.
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) window.location.reload();
 });
 
 for (const key of ["user", "room", "token"]) {

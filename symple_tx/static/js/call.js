@@ -94,7 +94,7 @@ export class CallManager extends EventTarget {
   reject(reason = "rejected") {
     if (this.state !== "ringing") return;
     this._signal("call:reject", {reason});
-    this._end("rejected");
+    this._end(reason);
   }
 
   /** End the call from this side (also cancels an outgoing or refuses an incoming ring). */

@@ -1,0 +1,306 @@
+"""The ``symple`` command, each subcommand run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from typing import Any, Callable, Optional, Union
+
+import orjson
+from twisted.internet import defer, error, reactor
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial import unittest
+
+from symple_tx.config import Settings
+from symple_tx.emitter import Sessions, connect_redis
+from symple_tx.hooks import AuthRejected
+from tests.support import ServerTestCase, free_port, redis_required, with_timeout
+
+REDIS = "redis://127.0.0.1:6379"
+
+
+def symple_command() -> list[str]:
+    """The installed console script, or the module when running from a bare checkout."""
+    script = os.path.join(os.path.dirname(sys.executable), "symple")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "symple_tx.cli"]
+
+
+class Cli(ProcessProtocol):
+    """A running ``symple`` process: stdout lines as a queue, stderr collected."""
+
+    def __init__(self) -> None:
+        self.lines: DeferredQueue = DeferredQueue()
+        self.stdout: list[str] = []
+        self.stderr = b""
+        self.ended: Deferred = Deferred()
+        self._partial = b""
+        self._stderr_waiters: list[tuple[str, Deferred]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        for line in complete:
+            text = line.decode("utf-8")
+            self.stdout.append(text)
+            self.lines.put(text)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+        for item in list(self._stderr_waiters):
+            if item[0] in self.stderr.decode("utf-8", "replace"):
+                self._stderr_waiters.remove(item)
+                item[1].callback(None)
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+    def write(self, line: str) -> None:
+        self.transport.write(line.encode("utf-8") + b"\n")
+
+    def err_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+    @defer.inlineCallbacks
+    def expect(self, match: Union[str, Callable[[str], bool]], what: str = ""):
+        """The next stdout line containing ``match`` (or passing it); earlier lines are skipped."""
+        test = (lambda line: match in line) if isinstance(match, str) else match
+        while True:
+            line = yield with_timeout(self.lines.get(), what=what or f"stdout line {match!r}")
+            if test(line):
+                return line
+
+    def stderr_has(self, text: str) -> Deferred:
+        if text in self.err_text():
+            return defer.succeed(None)
+        d: Deferred = Deferred()
+        self._stderr_waiters.append((text, d))
+        return with_timeout(d, what=f"stderr {text!r}")
+
+
+class CliMixin:
+    """Starts ``symple`` processes and makes sure none outlives its test."""
+
+    def spawn(self, *args: str, program: Optional[list[str]] = None) -> Cli:
+        """Start ``symple ARGS`` (or ``program ARGS``)."""
+        cli = Cli()
+        command = (program or symple_command()) + list(args)
+        reactor.spawnProcess(cli, command[0], command, env=os.environ.copy())
+
+        def stop():
+            if not cli.ended.called:
+                try:
+                    cli.transport.signalProcess("KILL")
+                except error.ProcessExitedAlready:
+                    pass
+            return cli.ended
+        self.addCleanup(stop)  # type: ignore[attr-defined]
+        return cli
+
+    @defer.inlineCallbacks
+    def run_cli(self, *args: str, seconds: float = 30):
+        """Run to completion: (exit code, stdout lines, stderr text)."""
+        cli = self.spawn(*args)
+        code = yield with_timeout(cli.ended, seconds, what=f"symple {' '.join(args)}")
+        return code, cli.stdout, cli.err_text()
+
+
+class HelpTests(CliMixin, unittest.TestCase):
+    def test_every_command_has_help(self):
+        from io import StringIO
+        from unittest import mock
+
+        from symple_tx import cli
+        for command in ([], ["chat"], ["send"], ["listen"], ["watch"], ["session"],
+                        ["session", "create"], ["session", "show"], ["session", "delete"],
+                        ["emit"]):
+            with mock.patch("sys.stdout", new_callable=StringIO) as stdout:
+                exited = self.assertRaises(SystemExit, cli.main, command + ["--help"])
+            self.assertEqual(exited.code, 0)
+            self.assertIn("usage: symple", stdout.getvalue())
+
+    @defer.inlineCallbacks
+    def test_installed_script_answers_help(self):
+        code, stdout, stderr = yield self.run_cli("--help")
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("chat", "\n".join(stdout))
+
+    @defer.inlineCallbacks
+    def test_no_command_and_bad_arguments_are_usage_errors(self):
+        code, _, stderr = yield self.run_cli()
+        self.assertEqual(code, 2)
+        self.assertIn("COMMAND", stderr)
+        code, _, stderr = yield self.run_cli("send", "http://x/", "--user", "a")
+        self.assertEqual(code, 2)
+        self.assertIn("Invalid server URL", stderr)
+        code, _, stderr = yield self.run_cli("send", "ws://127.0.0.1:1/", "--user", "a",
+                                             "--data", "{bad json")
+        self.assertEqual(code, 2)
+        self.assertIn("invalid JSON", stderr)
+
+
+class WebSocketCommandTests(CliMixin, ServerTestCase):
+    @defer.inlineCallbacks
+    def test_send_delivers_and_prints_the_frame(self):
+        bob = yield self.peer("bob", rooms=["lobby"])
+        code, stdout, stderr = yield self.run_cli(
+            "send", self.url, "--user", "bot", "--room", "lobby", "--to", bob.address,
+            "--data", '{"text": "hi"}', "--subtype", "note")
+        self.assertEqual(code, 0, stderr)
+        frame = yield bob.expect("message")
+        self.assertEqual(frame["data"], {"text": "hi"})
+        self.assertEqual(frame["subtype"], "note")
+        self.assertEqual(orjson.loads(stdout[-1])["id"], frame["id"])
+
+    @defer.inlineCallbacks
+    def test_send_reports_a_refused_frame(self):
+        code, _, stderr = yield self.run_cli("send", self.url, "--user", "bot",
+                                             "--field", '{"to": 5}')
+        self.assertEqual(code, 1)
+        self.assertIn("the server refused the frame", stderr)
+        self.assertIn("(400)", stderr)
+
+    @defer.inlineCallbacks
+    def test_unreachable_server_is_a_clear_error(self):
+        code, _, stderr = yield self.run_cli("send", f"ws://127.0.0.1:{free_port()}/",
+                                             "--user", "bot", "--data", "1")
+        self.assertEqual(code, 1)
+        self.assertIn("symple: Cannot connect to ws://127.0.0.1:", stderr)
+        self.assertNotIn("Traceback", stderr)
+
+    @defer.inlineCallbacks
+    def test_listen_prints_json_lines(self):
+        cli = self.spawn("listen", self.url, "--user", "spy", "--room", "lobby",
+                         "--type", "message", "--count", "2")
+        yield cli.stderr_has("listening as spy|")
+        alice = yield self.peer("alice", rooms=["lobby"])
+        alice.send_json({"type": "message", "to": "lobby", "data": 1})
+        alice.send_json({"type": "event", "name": "skip me", "to": "lobby"})
+        alice.send_json({"type": "message", "to": "lobby", "data": {"n": 2}})
+        code = yield with_timeout(cli.ended, what="listen to exit")
+        self.assertEqual(code, 0, cli.err_text())
+        frames = [orjson.loads(line) for line in cli.stdout]
+        self.assertEqual([f["data"] for f in frames], [1, {"n": 2}])
+        self.assertEqual({f["from"] for f in frames}, {alice.address})
+
+    @defer.inlineCallbacks
+    def test_watch_shows_peers_coming_and_going(self):
+        cli = self.spawn("watch", self.url, "--user", "ops", "--room", "lobby")
+        yield cli.expect("= 0 peers visible")
+        alice = yield self.peer("alice", name="Alice", rooms=["lobby"])
+        line = yield cli.expect("+ ")
+        self.assertEqual(line, f"+ {alice.address}  Alice")
+        alice.send_json({"type": "presence", "data": {"status": "away"}})
+        line = yield cli.expect("~ ")
+        self.assertIn('"status":"away"', line)
+        alice.transport.loseConnection()
+        line = yield cli.expect("- ")
+        self.assertTrue(line.startswith(f"- {alice.address}"))
+
+    @defer.inlineCallbacks
+    def test_two_terminal_chat(self):
+        alice = self.spawn("chat", self.url, "--user", "alice", "--room", "lobby")
+        yield alice.expect("* online: nobody else")
+        bob = self.spawn("chat", self.url, "--user", "bob", "--name", "Bob", "--room", "lobby")
+        yield bob.expect("* online: alice")
+        yield alice.expect("* Bob (bob) joined")
+        bob.write("hello alice")
+        yield alice.expect("<Bob (bob)> hello alice")
+        alice.write("/who")
+        yield alice.expect("* online: Bob (bob)")
+        alice.write("/msg bob psst")
+        yield bob.expect("<alice> (direct) psst")
+        bob.write("/quit")
+        code = yield with_timeout(bob.ended, what="bob's chat to exit")
+        self.assertEqual(code, 0, bob.err_text())
+        yield alice.expect("* Bob (bob) left")
+        alice.transport.closeStdin()  # Ctrl-D
+        code = yield with_timeout(alice.ended, what="alice's chat to exit")
+        self.assertEqual(code, 0, alice.err_text())
+
+    @defer.inlineCallbacks
+    def test_chat_without_room_joins_the_lobby(self):
+        carol = yield self.peer("carol", rooms=["lobby"])
+        chat = self.spawn("chat", self.url, "--user", "dave")
+        yield chat.expect("* talking in lobby")
+        yield chat.expect("* online: carol")
+        chat.write("hi all")
+        frame = yield carol.expect("message")
+        self.assertEqual((frame["subtype"], frame["data"]), ("chat", {"text": "hi all"}))
+
+
+class AuthFailureTests(CliMixin, ServerTestCase):
+    settings = Settings(authentication=True, auth_hook=lambda request: _reject())
+
+    @defer.inlineCallbacks
+    def test_auth_failure_is_a_clear_error(self):
+        commands = ("send", "listen", "watch", "chat")
+        results = yield defer.gatherResults([
+            self.run_cli(command, self.url, "--user", "eve", "--token", "wrong")
+            for command in commands])
+        for command, (code, _, stderr) in zip(commands, results):
+            self.assertEqual(code, 1, f"{command}: {stderr}")
+            self.assertIn("symple: authentication failed: bad token (401)", stderr)
+
+
+def _reject() -> None:
+    raise AuthRejected("bad token")
+
+
+class RedisCommandTests(CliMixin, ServerTestCase):
+    def make_settings(self):
+        redis_required(self)
+        self.prefix = f"test{secrets.token_hex(4)}:"
+        return Settings(redis_url=REDIS, key_prefix=self.prefix)
+
+    def redis_args(self) -> list[str]:
+        return ["--redis", REDIS, "--prefix", self.prefix]
+
+    @defer.inlineCallbacks
+    def test_session_create_show_delete(self):
+        code, stdout, stderr = yield self.run_cli(
+            "session", "create", "tok1", "--user", "alice", "--name", "Alice",
+            "--room", "team-a", "--data", '{"plan": "pro"}', "--ttl", "60", *self.redis_args())
+        self.assertEqual((code, stdout), (0, ["tok1"]), stderr)
+        redis = connect_redis(REDIS)
+        self.addCleanup(redis.disconnect)
+        stored = yield Sessions(redis, self.prefix + "session:").get("tok1")
+        self.assertEqual(stored, {"plan": "pro", "user": "alice", "name": "Alice",
+                                  "rooms": ["team-a"]})
+        code, stdout, _ = yield self.run_cli("session", "show", "tok1", *self.redis_args())
+        self.assertEqual((code, orjson.loads(stdout[0])), (0, stored))
+        code, _, _ = yield self.run_cli("session", "delete", "tok1", *self.redis_args())
+        self.assertEqual(code, 0)
+        code, _, stderr = yield self.run_cli("session", "show", "tok1", *self.redis_args())
+        self.assertEqual(code, 1)
+        self.assertIn("no session for token 'tok1'", stderr)
+
+    @defer.inlineCallbacks
+    def test_session_create_makes_a_random_token(self):
+        code, stdout, _ = yield self.run_cli("session", "create", "--user", "bob",
+                                             *self.redis_args())
+        self.assertEqual(code, 0)
+        self.assertGreaterEqual(len(stdout[0]), 24)
+        yield self.run_cli("session", "delete", stdout[0], *self.redis_args())
+
+    @defer.inlineCallbacks
+    def test_emit_reaches_a_client(self):
+        yield with_timeout(self.server.broadcast.when_subscribed(), what="subscription")
+        alice = yield self.peer("alice", rooms=["lobby"])
+        code, stdout, stderr = yield self.run_cli(
+            "emit", "--to", "lobby", "--from", "bot|backend", "--data", '{"text": "deploy done"}',
+            *self.redis_args())
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("published to 1 server node(s)", stderr)
+        frame = yield alice.expect("message")
+        self.assertEqual((frame["from"], frame["data"]), ("bot|backend", {"text": "deploy done"}))
+        self.assertEqual(orjson.loads(stdout[0])["to"], "lobby")
+
+    @defer.inlineCallbacks
+    def test_unreachable_redis_is_a_clear_error(self):
+        url = f"redis://127.0.0.1:{free_port()}"
+        for args in (["session", "show", "x"], ["emit", "--to", "lobby", "--data", "1"]):
+            code, _, stderr = yield self.run_cli(*args, "--redis", url, "--timeout", "3")
+            self.assertEqual(code, 1, stderr)
+            self.assertIn(f"symple: cannot connect to Redis at {url}", stderr)
+            self.assertNotIn("Traceback", stderr)
