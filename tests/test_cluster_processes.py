@@ -6,7 +6,8 @@ import orjson
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from tests.cluster_support import Node, PeersMixin, RedisServer, require_redis_server
+from tests.cluster_support import (Node, PeersMixin, RedisServer, eventually,
+                                   require_redis_server)
 from tests.test_cluster_routing import is_message, presence_of
 
 #: --node-timeout of these processes: a silent process is declared dead after it.
@@ -97,6 +98,14 @@ class RedisOutageTests(ProcessClusterTestCase):
         bob.send_json({"type": "message", "data": "back"})
         yield carol.expect(is_message("back"))
         self.assertEqual([f for f in bob.received if f.get("data") == "lost"], [])
+        # a backend's frame on symple:broadcast reaches sessions on every process
+        yield eventually(lambda: self.redis.command("PUBSUB", "NUMSUB", "symple:broadcast")
+                         .split() == ["symple:broadcast", "2"], what="broadcast subscribers")
+        frame = {"type": "message", "from": "backend", "to": "lobby", "data": "announcement"}
+        self.redis.command("PUBLISH", "symple:broadcast", orjson.dumps(frame).decode())
+        for peer in (alice, bob, carol):
+            got = yield peer.expect(is_message("announcement"))
+            self.assertEqual(got["from"], "backend")
         reconnects = yield self.processes[0].metric("symple_bus_reconnects_total")
         self.assertGreaterEqual(reconnects, 1)
 

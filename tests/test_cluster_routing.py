@@ -228,3 +228,33 @@ class PresenceTests(ClusterTestCase):
         # well before the 3 s a silent process would take
         self.assertLess(self.cluster.servers[0].reactor.seconds() - started, 2.5)
         self.assertEqual(len(self.cluster.servers[0].router.bus.membership.nodes), 1)
+
+
+class StoredSessionTests(ClusterTestCase):
+    """Tokens in ``symple:session:<token>`` work on every process."""
+
+    nodes = 2
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_redis_server(self)
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        yield self.redis.start()
+        for token, user in (("t-alice", "alice"), ("t-bob", "bob")):
+            self.redis.command("SET", f"symple:session:{token}",
+                               f'{{"user": "{user}", "rooms": ["staff"]}}')
+        self.cluster = InProcessCluster(self.redis.url, self.nodes, authentication=True)
+        self.addCleanup(self.cluster.stop)
+        yield self.cluster.start()
+        yield eventually(lambda: self.cluster.nodes_known(self.nodes), what="nodes to meet")
+
+    @defer.inlineCallbacks
+    def test_stored_sessions_on_two_processes_share_their_rooms(self):
+        alice = yield self.on(0, "whoever", token="t-alice", rooms=["ignored"])
+        bob = yield self.on(1, "whoever", token="t-bob")
+        self.assertEqual(alice.welcome["rooms"], ["alice", "staff"])
+        yield alice.expect(presence_of(bob, True))
+        bob.send_json({"type": "message", "to": "staff", "data": "hello staff"})
+        got = yield alice.expect(is_message("hello staff"))
+        self.assertEqual(got["from"], bob.address)
