@@ -64,7 +64,7 @@ class DefaultTests(unittest.TestCase):
 
     def test_every_parameter_has_a_test_here(self):
         covered = {p[0] for p in PARAMETERS} | {"port", "auth-hook", "join-hook", "ssl-key",
-                                                 "ssl-cert"}
+                                                 "ssl-cert", "workers"}
         self.assertEqual({p[0] for p in SympleOptions.optParameters}, covered)
         self.assertEqual({f[0] for f in SympleOptions.optFlags},
                          {f[0] for f in FLAGS} | {"authentication"})
