@@ -22,12 +22,11 @@ from typing import Any, Callable, Optional
 import orjson
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectError as TwistedConnectError
-from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineReceiver
 
 from .client import AuthError, ClientError, ConnectError, NotConnected, SympleClient, parse_url
-from .emitter import BROADCAST_CHANNEL, Emitter, Sessions
-from .redis_store import SESSION_PREFIX, RedisAddress
+from .emitter import Emitter, Sessions
+from .redis_store import RedisAddress
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 CHAT_SUBTYPE = "chat"

@@ -220,11 +220,13 @@ class SympleClientProtocol(WebSocketClientProtocol):
 class SympleClientFactory(WebSocketClientFactory):
     protocol = SympleClientProtocol
 
-    def __init__(self, client: "SympleClient", url: str, reactor: Any) -> None:
+    def __init__(self, client: "SympleClient", url: str, reactor: Any,
+                 ping_interval: float, ping_timeout: float) -> None:
         super().__init__(url, reactor=reactor)
         self.client = client
         self.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10,
-                                closeHandshakeTimeout=2, autoPingInterval=0)
+                                closeHandshakeTimeout=2, autoPingInterval=ping_interval,
+                                autoPingTimeout=ping_timeout)
         self._batched_timer = ReactorTimer(reactor)
 
 
@@ -236,7 +238,8 @@ class SympleClient(Events):
                  reconnect: bool = True, reconnect_delay: float = 1.0,
                  max_reconnect_delay: float = 30.0, reconnect_factor: float = 2.0,
                  jitter: float = 1.0, ca_file: Optional[str] = None, verify: bool = True,
-                 connect_timeout: float = 10.0, reactor: Any = None) -> None:
+                 connect_timeout: float = 10.0, ping_interval: float = 25.0,
+                 ping_timeout: float = 10.0, reactor: Any = None) -> None:
         super().__init__()
         self.reactor = reactor or _reactor()
         self.url = url
@@ -247,6 +250,8 @@ class SympleClient(Events):
         self.data = dict(data or {})
         self.reconnect = reconnect
         self.capabilities: dict[str, Any] = {}
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.roster = Roster()
         #: Our own peer object from the latest ``welcome``; None while offline.
         self.peer: Optional[dict] = None
@@ -288,7 +293,8 @@ class SympleClient(Events):
             self._ever_online = False
             self._rejected = None
             self._unwelcomed = 0
-            factory = SympleClientFactory(self, self.url, self.reactor)
+            factory = SympleClientFactory(self, self.url, self.reactor,
+                                          self.ping_interval, self.ping_timeout)
             self._service = ClientService(self._endpoint, factory, retryPolicy=self._retry_delay,
                                           clock=self.reactor)
             self._service.startService()
@@ -331,7 +337,7 @@ class SympleClient(Events):
     close = disconnect
 
     def _stop_service(self) -> Deferred:
-        """Stop reconnecting; on the next turn, as this may run inside the service's own callbacks."""
+        """Stop reconnecting, on the next turn: we may be inside the service's own callbacks."""
         service, self._service = self._service, None
         if service is None or not service.running:
             return succeed(None)

@@ -13,7 +13,8 @@ from symple_tx.client import (AuthError, ClientError, ConnectError, NotConnected
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
 from symple_tx.service import SympleServer, SympleService
-from tests.support import WAIT, ServerTestCase, eventually, free_port, self_signed_cert, with_timeout
+from tests.support import (WAIT, ServerTestCase, eventually, free_port, self_signed_cert,
+                           with_timeout)
 
 FAST = dict(reconnect_delay=0.05, max_reconnect_delay=0.2, jitter=0.05)
 
@@ -141,8 +142,8 @@ class RosterTests(ClientMixin, ServerTestCase):
         self.assertEqual(room, "lobby")
         self.assertIn("lobby", carol.rooms)
         self.assertEqual(carol.joined, ["lobby"])
-        yield eventually(lambda: users(carol) == ["alice", "bob"] and users(alice) == ["bob", "carol"],
-                         what="rosters after join")
+        yield eventually(lambda: users(carol) == ["alice", "bob"]
+                         and users(alice) == ["bob", "carol"], what="rosters after join")
 
         yield with_timeout(carol.leave("lobby"), what="leave:ok")
         self.assertNotIn("lobby", carol.rooms)
@@ -275,7 +276,8 @@ class TLSTests(ClientMixin, unittest.TestCase):
         directory = tempfile.mkdtemp()
         key, self.cert = self_signed_cert(directory)
         server = SympleServer(Settings())
-        endpoint = server.endpoint(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}")
+        endpoint = server.endpoint(
+            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}")
         self.service = SympleService(server, [endpoint])
         self.service.startService()
         ports = yield self.service.listening()
@@ -311,3 +313,18 @@ class BackoffTests(unittest.TestCase):
         for url in ("http://x/", "ws://", "ws://host:99999/"):
             error = self.assertRaises(ValueError, SympleClient, url, "alice", reactor=reactor)
             self.assertIn("Invalid server URL", str(error))
+
+
+class KeepaliveTests(ClientMixin, ServerTestCase):
+    @defer.inlineCallbacks
+    def test_unanswered_pings_make_the_client_reconnect(self):
+        alice = yield self.online("alice", ping_interval=0.2, ping_timeout=0.3)
+        first_id = alice.peer["id"]
+        stalled = self.server.router.sessions[first_id].link.transport
+        stalled.pauseProducing()  # the server stops reading: no pongs
+        self.addCleanup(stalled.resumeProducing)
+        info = yield with_timeout(alice.once("disconnect"), what="ping timeout")
+        self.assertTrue(info["reconnecting"])
+        yield with_timeout(alice.when_connected(), what="reconnect")
+        self.assertNotEqual(alice.peer["id"], first_id)
+        stalled.resumeProducing()
