@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -222,8 +222,8 @@ class RestartTests(ClientMixin, unittest.TestCase):
     """The client rides out a server restart on the same port."""
 
     @defer.inlineCallbacks
-    def start_server(self, port: int):
-        server = SympleServer(Settings())
+    def start_server(self, port: int, settings: Optional[Settings] = None):
+        server = SympleServer(settings or Settings())
         service = SympleService(server, [server.endpoint(f"tcp:{port}:interface=127.0.0.1")])
         service.startService()
         yield service.listening()
@@ -256,6 +256,23 @@ class RestartTests(ClientMixin, unittest.TestCase):
         self.assertIn("lobby", alice.rooms)
         self.assertEqual(disconnects[0]["code"], 1001)
         self.assertTrue(disconnects[0]["reconnecting"])
+
+    @defer.inlineCallbacks
+    def test_rejection_after_a_restart_stops_reconnecting(self):
+        port = free_port()
+        self.url = f"ws://127.0.0.1:{port}/"
+        service = yield self.start_server(port)
+        alice = yield self.online("alice", token="revoked")
+        errors = []
+        alice.on("error", errors.append)
+        yield service.stopService()
+        strict = Settings(authentication=True, auth_hook=lambda request: _reject())
+        service = yield self.start_server(port, strict)
+        self.addCleanup(service.stopService)
+        yield eventually(lambda: errors, what="the rejection")
+        self.assertIsInstance(errors[0], AuthError)
+        self.assertIsNone(alice._service)
+        self.assertFalse(alice.online)
 
     @defer.inlineCallbacks
     def test_without_reconnect_the_client_stays_offline(self):
