@@ -110,21 +110,50 @@ function onPresence(e) {
 
 // -- roster -----------------------------------------------------------------
 
+/** Roster entries by session id, updated in place so a button never vanishes under a click. */
+const rosterItems = new Map();
+
+function rosterItem(peer) {
+  let item = rosterItems.get(peer.id);
+  if (!item) {
+    item = {
+      name: el("span", {className: "name"}),
+      user: el("span", {className: "user"}),
+      caps: el("span", {className: "caps"}),
+      call: el("button", {type: "button", textContent: "Call", data: {action: "call"}}),
+    };
+    item.li = el("li", {data: {peerId: peer.id}}, item.name, item.user, item.caps, item.call);
+    item.call.addEventListener("click", () => startCall(item.address));
+    rosterItems.set(peer.id, item);
+  }
+  const caps = peer.capabilities && typeof peer.capabilities === "object" ? peer.capabilities : {};
+  const names = Object.keys(caps).filter((key) => caps[key]).sort();
+  item.address = `${peer.user}|${peer.id}`;
+  item.li.dataset.user = peer.user;
+  item.name.textContent = peer.name || peer.user;
+  item.user.textContent = `@${peer.user}`;
+  if (item.caps.dataset.list !== names.join(" ")) {
+    item.caps.dataset.list = names.join(" ");
+    item.caps.replaceChildren(
+      ...names.map((key) => el("span", {className: "cap", textContent: key, data: {cap: key}})));
+  }
+  item.callable = Boolean(caps.call);
+  return item;
+}
+
 function renderRoster() {
   const peers = client ? [...client.roster.values()] : [];
-  peers.sort((a, b) => String(a.name).localeCompare(String(b.name)));
-  const idle = calls && !calls.busy && client.online;
-  $("#roster").replaceChildren(...peers.map((peer) => {
-    const caps = peer.capabilities && typeof peer.capabilities === "object" ? peer.capabilities : {};
-    const badges = Object.keys(caps).filter((key) => caps[key]).sort()
-      .map((key) => el("span", {className: "cap", textContent: key, data: {cap: key}}));
-    const call = el("button", {type: "button", textContent: "Call", disabled: !idle || !caps.call,
-                               data: {action: "call"}});
-    call.addEventListener("click", () => startCall(`${peer.user}|${peer.id}`));
-    return el("li", {data: {peerId: peer.id, user: peer.user}},
-              el("span", {className: "name", textContent: peer.name || peer.user}),
-              el("span", {className: "user", textContent: `@${peer.user}`}), ...badges, call);
-  }));
+  peers.sort((a, b) => String(a.name).localeCompare(String(b.name)) || a.id.localeCompare(b.id));
+  const idle = Boolean(calls && !calls.busy && client.online);
+  const items = peers.map(rosterItem);
+  const live = new Set(peers.map((peer) => peer.id));
+  for (const id of rosterItems.keys()) if (!live.has(id)) rosterItems.delete(id);
+  for (const item of items) item.call.disabled = !idle || !item.callable;
+  const list = $("#roster");
+  const order = items.map((item) => item.li);
+  if (order.length !== list.children.length || order.some((li, i) => list.children[i] !== li)) {
+    list.replaceChildren(...order);
+  }
   $("#roster-count").textContent = String(peers.length);
   $("#roster-empty").hidden = peers.length > 0;
 }
