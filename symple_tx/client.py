@@ -77,6 +77,10 @@ class NotConnected(Exception):
     """The client is not online, so it cannot send."""
 
 
+#: Error statuses before ``welcome`` that retrying cannot fix (bad or refused
+#: credentials); others (408, 503 while a server drains or is full) are retried.
+REJECTED = frozenset({400, 401, 403})
+
 #: Subtype of the self-addressed message behind ``SympleClient.sync``.
 SYNC_SUBTYPE = "symple:sync"
 
@@ -267,6 +271,7 @@ class SympleClient(Events):
         self._ever_online = False
         self._unwelcomed = 0
         self._rejected: Optional[AuthError] = None
+        self._refusal: Optional[str] = None
         self._waiting: list[Deferred] = []
         self._pending: dict[str, tuple[Deferred, str, str]] = {}
 
@@ -360,6 +365,7 @@ class SympleClient(Events):
     def _opened(self, protocol: SympleClientProtocol) -> None:
         self.protocol = protocol
         self._rejected = None
+        self._refusal = None
         frame: dict[str, Any] = {"type": "auth", "user": self.user}
         if self.name:
             frame["name"] = self.name
@@ -385,10 +391,14 @@ class SympleClient(Events):
             if kind == "welcome":
                 self._welcomed(frame)
             elif kind == "error":
-                self._rejected = AuthError(frame.get("status", 0), str(frame.get("message")), frame)
+                status, message = frame.get("status", 0), str(frame.get("message"))
+                self._refusal = f"the server answered {status} {message}"
+                if status in REJECTED:
+                    self._rejected = AuthError(status, message, frame)
             return
-        if (kind == "message" and frame.get("subtype") == SYNC_SUBTYPE
-                and frame.get("from") == self.address and frame.get("data") in self._pending):
+        marker = frame.get("data")
+        if (kind == "message" and frame.get("subtype") == SYNC_SUBTYPE and isinstance(marker, str)
+                and frame.get("from") == self.address and marker in self._pending):
             self._pending.pop(frame["data"])[0].callback(None)
             return
         self.emit("frame", frame)
@@ -439,8 +449,8 @@ class SympleClient(Events):
         elif self._rejected is not None:
             self._give_up(self._rejected)
         elif not self._ever_online:
-            self._give_up(ConnectError(f"Cannot connect to {self.url}: "
-                                       f"{self._describe(protocol, code, reason)}"))
+            why = self._refusal or self._describe(protocol, code, reason)
+            self._give_up(ConnectError(f"Cannot connect to {self.url}: {why}"))
         elif not self.reconnect:
             self._stopping = True
             self._stop_service()

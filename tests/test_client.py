@@ -218,6 +218,19 @@ def _reject() -> None:
     raise AuthRejected("no such token")
 
 
+class CapacityTests(ClientMixin, ServerTestCase):
+    settings = Settings(max_connections=1)
+
+    @defer.inlineCallbacks
+    def test_full_server_is_a_connect_error_with_the_reason(self):
+        yield self.online("alice")
+        client = self.make_client("bob")
+        error = yield self.assertFailure(with_timeout(client.connect()), ConnectError)
+        self.assertIn("the server answered 503", str(error))
+        self.assertIn("connection limit", str(error))
+        self.assertNotIsInstance(error, AuthError)
+
+
 class RestartTests(ClientMixin, unittest.TestCase):
     """The client rides out a server restart on the same port."""
 
