@@ -352,9 +352,13 @@ def twistd_command() -> list[str]:
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """os.environ without the variables the server reads, plus ``extra``."""
+    """os.environ without the variables the server reads, plus ``extra``.
+
+    PYTHONPATH goes too (trial's --jobs workers set it to their sys.path), so
+    a child finds the package where it is installed, not in the checkout.
+    """
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SYMPLE_") and k not in ("PORT", "REDIS_URL")}
+           if not k.startswith("SYMPLE_") and k not in ("PORT", "REDIS_URL", "PYTHONPATH")}
     env.update(extra)
     return env
 
