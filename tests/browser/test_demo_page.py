@@ -247,8 +247,10 @@ class CallTests(DemoPageTestCase):
             self.assertEqual(result["pendingAfterOffer"], 0)
             self.assertEqual(result["candidatesInRemoteDescription"], result["remoteCandidates"])
             self.assertEqual(result["iceState"], "connected")
-            self.assertEqual(result["sent"][:2], ["call:accept", "call:answer"])
-            self.assertEqual(set(result["sent"][2:]), {"call:candidate"})
+            sent = result["sent"]
+            self.assertEqual(sent[0], "call:accept")
+            self.assertEqual(sent.count("call:answer"), 1)
+            self.assertEqual(set(sent[1:]), {"call:answer", "call:candidate"})
             self.assertEqual(result["addressedTo"], ["carol|c1"])
             self.assertEqual(result["callIds"], ["k1"])
         return self.in_browser(scenario)
@@ -288,6 +290,7 @@ const until = async (test) => {
   deliver("call:offer", {sdp: {type: offer.type, sdp: offer.sdp}});
   await until(() => sent.some((m) => m.subtype === "call:answer"));
   const answer = sent.find((m) => m.subtype === "call:answer").data.sdp;
+  await until(() => calls.pc.iceGatheringState === "complete");  // all its candidates sent
   await caller.setRemoteDescription(answer);
   for (const m of sent.filter((m) => m.subtype === "call:candidate")) {
     await caller.addIceCandidate(m.data.candidate);
