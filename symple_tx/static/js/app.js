@@ -88,7 +88,8 @@ function start({user, name = "", token = "", roomName = "demo"}) {
 
 function onConnState({state, reason}) {
   body.dataset.conn = state;
-  $("#conn-status").textContent = CONN_TEXT[state] + (reason && state !== "online" ? ` (${reason})` : "");
+  const detail = reason && state !== "online" ? ` (${reason})` : "";
+  $("#conn-status").textContent = CONN_TEXT[state] + detail;
   $("#login").hidden = state !== "idle" && state !== "error";
   $("#app").hidden = !$("#login").hidden;
   renderRoster();
@@ -100,12 +101,14 @@ function onWelcome(e) {
   $("#me").textContent = `You are ${peer.name} (${peer.user})`;
   $("#room-name").textContent = room;
   document.title = `${peer.name} · symple_tx demo`;
-  if (!(rooms || []).includes(room)) client.join(room);  // rooms come from the server when auth is on
+  // With authentication on, the server decides the rooms: join ours if it is not among them.
+  if (!(rooms || []).includes(room)) client.join(room);
 }
 
 function onPresence(e) {
   const {peer, online, changed, frame} = e.detail;
-  if (frame && changed) systemLine(`${peer.name || peer.user} ${online ? "is online" : "left"}`, peer.id, online);
+  if (!frame || !changed) return;
+  systemLine(`${peer.name || peer.user} ${online ? "is online" : "left"}`, peer.id, online);
 }
 
 // -- roster -----------------------------------------------------------------
@@ -250,7 +253,8 @@ $("#login").addEventListener("submit", (event) => {
   const form = new FormData(event.target);
   const user = String(form.get("user")).trim();
   if (!user) return;
-  start({user, token: String(form.get("token")), roomName: String(form.get("room")).trim() || "demo"});
+  const roomName = String(form.get("room")).trim() || "demo";
+  start({user, token: String(form.get("token")), roomName});
 });
 $("#chat-form").addEventListener("submit", sendChat);
 $("#accept").addEventListener("click", () => calls.accept());
