@@ -56,6 +56,9 @@ class SympleServer:
         self.site = Site(self.pages)
         self.site.displayTracebacks = False
         self.site.noisy = False
+        # Idle HTTP keep-alive connections close after the auth timeout, not
+        # twisted.web's 12 hours: they count against no connection limit.
+        self.site.timeOut = settings.auth_timeout
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
     def resource(self) -> SympleResource:

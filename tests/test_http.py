@@ -188,3 +188,9 @@ class ConnectionHygieneTests(HttpTestCase):
         client = yield self.raw(b"\x16\x03\x01garbage\r\n\r\n")
         received = yield with_timeout(client.lost, what="refusal of garbage")
         self.assertTrue(received.startswith(b"HTTP/1.1 400"), received[:60])
+
+    @defer.inlineCallbacks
+    def test_idle_keep_alive_connection_is_closed(self):
+        client = yield self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = yield with_timeout(client.lost, what="the server closing an idle keep-alive")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200"), received[:60])
