@@ -58,6 +58,16 @@ def json_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"invalid JSON ({exc}): {text!r}") from None
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def json_object(text: str) -> dict:
     value = json_argument(text)
     if not isinstance(value, dict):
@@ -505,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="room the session joins (repeatable)")
     create.add_argument("--data", dest="session_data", type=json_object, metavar="JSON",
                         help="extra session fields as a JSON object")
-    create.add_argument("--ttl", type=int, metavar="SECONDS",
+    create.add_argument("--ttl", type=positive_int, metavar="SECONDS",
                         help="expire after this many seconds (default: never)")
     for action in (create,
                    actions.add_parser("show", help="print a session as JSON",
@@ -553,7 +563,7 @@ async def _command(reactor: Any, args: argparse.Namespace) -> None:
         await args.run(reactor, args)
     except AuthError as exc:
         fail(f"authentication failed: {exc.message} ({exc.status})")
-    except (ConnectError, CommandError, NotConnected) as exc:
+    except (ConnectError, CommandError, NotConnected, ValueError) as exc:
         fail(str(exc))
     except defer.TimeoutError:
         fail(f"timed out after {args.timeout:g}s")
