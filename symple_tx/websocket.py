@@ -323,6 +323,7 @@ class SympleServerFactory(WebSocketServerFactory):
         settings = self.settings
         self.setProtocolOptions(
             failByDrop=False,
+            allowNullOrigin=True,  # "null" (file://, sandboxed pages) meets the allow-list: 403
             utf8validateIncoming=False,  # orjson rejects bad UTF-8 with a clear 400
             maxFramePayloadSize=0,
             maxMessagePayloadSize=0,  # enforced by the protocol: 413, not 1009

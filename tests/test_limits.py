@@ -249,20 +249,23 @@ class HeadReader(Protocol):
             self.transport.loseConnection()
 
 
-class OriginTests(LimitTestCase):
-    limits = {"allowed_origins": ("https://good.example",)}
-
+class HandshakeTestCase(LimitTestCase):
     @defer.inlineCallbacks
-    def handshake(self, origin: str) -> bytes:
+    def handshake(self, origin: str | None) -> bytes:
         from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+        origin_line = "" if origin is None else f"Origin: {origin}\r\n"
         request = (f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   f"Sec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n").encode()
+                   f"Sec-WebSocket-Version: 13\r\n{origin_line}\r\n").encode()
         reader = HeadReader(request)
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), reader)
         head = yield with_timeout(reader.head, what="handshake response")
         return head
+
+
+class OriginTests(HandshakeTestCase):
+    limits = {"allowed_origins": ("https://good.example",)}
 
     @defer.inlineCallbacks
     def test_disallowed_origin_is_refused_with_403(self):
@@ -278,6 +281,17 @@ class OriginTests(LimitTestCase):
         peer = yield self.connect(origin="https://good.example")
         welcome = yield peer.auth("alice")
         self.assertEqual(welcome["status"], 200)
+
+    @defer.inlineCallbacks
+    def test_native_client_without_origin_passes(self):
+        head = yield self.handshake(None)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101"), head[:80])
+
+    @defer.inlineCallbacks
+    def test_null_origin_is_refused(self):
+        """Sandboxed pages and file:// send the literal Origin "null"."""
+        head = yield self.handshake("null")
+        self.assertTrue(head.startswith(b"HTTP/1.1 403"), head[:80])
 
     @defer.inlineCallbacks
     def test_autobahn_client_with_bad_origin_fails_to_open(self):
@@ -355,3 +369,11 @@ class SlowConsumerTests(LimitTestCase):
                                    and not f["data"]["online"], "offline presence")
         self.assertEqual(offline["from"], stalled.address)
         self.assertNotIn(link, self.server.router.links)
+
+
+class AnyOriginTests(HandshakeTestCase):
+    @defer.inlineCallbacks
+    def test_any_origin_passes_without_a_list(self):
+        for origin in ("https://evil.example", "null", None):
+            head = yield self.handshake(origin)
+            self.assertTrue(head.startswith(b"HTTP/1.1 101"), (origin, head[:80]))
