@@ -97,7 +97,8 @@ def make_client(args: argparse.Namespace, reconnect: bool) -> SympleClient:
                             ca_file=args.ca_file, verify=not args.insecure,
                             connect_timeout=args.timeout)
     except (OSError, ValueError) as exc:
-        raise CommandError(f"--ca-file {args.ca_file}: {exc}") from None
+        raise CommandError(f"--ca-file {args.ca_file}: {exc}" if args.ca_file else str(exc)) \
+            from None
 
 
 async def online(client: SympleClient, args: argparse.Namespace) -> dict:
@@ -257,8 +258,8 @@ async def run_chat(reactor: Any, args: argparse.Namespace) -> None:
 
 async def run_send(reactor: Any, args: argparse.Namespace) -> None:
     client = make_client(args, reconnect=False)
-    await online(client, args)
     try:
+        await online(client, args)
         if args.wait_for:
             try:
                 await client.wait_for_peer(args.wait_for, timeout=args.timeout)
