@@ -139,7 +139,9 @@ export class CallManager extends EventTarget {
         if (this.state === "calling") await this._sendOffer();
         break;
       case "call:reject":
-        if (this.state === "calling") this._end(data.reason === "busy" ? "busy" : "rejected");
+        if (this.state === "calling") {
+          this._end(["busy", "no-answer"].includes(data.reason) ? data.reason : "rejected");
+        }
         break;
       case "call:offer":
         if (this.direction === "in" && this.pc) await this._answer(data.sdp);
