@@ -199,7 +199,7 @@ class ServerTestCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def connect_small_window(self, receive_buffer: int = 4096):
-        """A peer whose socket has a tiny receive buffer, so a paused reader stalls the server fast."""
+        """A peer whose socket has a tiny receive buffer: a paused reader stalls the server fast."""
         import socket
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
