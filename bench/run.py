@@ -317,6 +317,7 @@ def bench_rtt(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
     return {"rtt_p50_ms": 1000 * r["p50"], "rtt_p99_ms": 1000 * r["p99"],
             "rtt_p999_ms": 1000 * r["p999"], "rtt_p99_sched_ms": 1000 * r["p99_scheduled"],
             "rtt_rate": r["rate"], "rtt_count": r["count"], "rtt_util": cpu / seconds,
+            "rtt_cpu_us": 1e6 * cpu / (sizes.rtt_rate * seconds),
             "rtt_load_util": load / seconds}
 
 
@@ -352,6 +353,7 @@ ROWS = [
     ("RTT p99 from scheduled send (ms)", "rtt_p99_sched_ms", "{:.3f}"),
     ("requests/s achieved", "rtt_rate", "{:,.0f}"),
     ("server CPU busy during RTT", "rtt_util", "{:.0%}"),
+    ("server CPU per request+response (us)", "rtt_cpu_us", "{:.0f}"),
     ("load generator CPU", "rtt_load_util", "{:.0%}"),
 ]
 
