@@ -150,6 +150,10 @@ class ServerTestCase(unittest.TestCase):
     def make_settings(self) -> Settings:
         return Settings(**{**self.settings.__dict__})
 
+    def sample(self, name: str, **labels: str) -> float:
+        """A value of the server's Prometheus metrics, 0 when never counted."""
+        return self.server.metrics.registry.get_sample_value(name, labels) or 0
+
     def listen_on(self) -> str:
         """The server endpoint description (TLS tests override it)."""
         return "tcp:0:interface=127.0.0.1"
