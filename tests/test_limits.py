@@ -134,6 +134,24 @@ class RateLimitTests(LimitTestCase):
         self.assertEqual(self.sample("symple_disconnects_total", reason="rate_limit"), 1)
 
 
+class SustainedRateTests(LimitTestCase):
+    # 10 frames/s with bursts of 5.
+    limits = {"rate_limit": 5, "rate_period": 0.5}
+
+    @defer.inlineCallbacks
+    def test_flooding_at_five_times_the_rate_closes_although_some_frames_pass(self):
+        """Every tick a frame passes again; the drops in between still add up to a close."""
+        alice, bob = yield self.pair()
+        deadline = reactor.seconds() + 5
+        while alice.close_code is None:
+            self.assertLess(reactor.seconds(), deadline, "a 5x flood was never closed")
+            for _ in range(5):
+                alice.send_json({"type": "message", "subtype": "flood"})
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(alice.close_code, 4429)
+        self.assertGreater(len(messages(bob, "flood")), 5)  # frames kept passing meanwhile
+
+
 class RateWithinLimitTests(LimitTestCase):
     # 5 frames per 0.5 s: a burst of 4, then the bucket refills within a second.
     limits = {"rate_limit": 5, "rate_period": 0.5}
