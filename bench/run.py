@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson  # noqa: E402
 
 import wsload  # noqa: E402
-from serverproc import HOST, ServerProcess, echo_command, free_port, machine, symple_command  # noqa: E402
+from serverproc import (HOST, ServerProcess, cpu_seconds, echo_command, free_port,  # noqa: E402
+                        machine, symple_command)
 
 CTX = multiprocessing.get_context("fork")
 
@@ -73,6 +74,16 @@ class Workers:
         proc.start()
         self.items.append((proc, parent))
         return parent
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the live load-generator processes."""
+        total = 0.0
+        for proc, _ in self.items:
+            try:
+                total += cpu_seconds(proc.pid)
+            except OSError:
+                pass
+        return total
 
     def __enter__(self) -> "Workers":
         return self
@@ -153,8 +164,16 @@ class Profiler:
         print(summarize_profile(self.output))
 
 
+def _function(frame: str) -> str:
+    """``name (path/to/file.py:123)`` -> ``name (file.py)``: samples add up per function."""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return frame
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0].rstrip(')')})"
+
+
 def summarize_profile(path: Path, top: int = 15) -> str:
-    """Top functions by own (leaf) samples and by inclusive samples."""
+    """Top functions of a py-spy raw profile, by own samples and by inclusive samples."""
     own: dict[str, int] = {}
     inclusive: dict[str, int] = {}
     total = 0
@@ -164,8 +183,7 @@ def summarize_profile(path: Path, top: int = 15) -> str:
             continue
         n = int(count)
         total += n
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split("/")[-1]
-                  if " (" in f else f for f in stack.split(";")]
+        frames = [_function(f) for f in stack.split(";")]
         own[frames[-1]] = own.get(frames[-1], 0) + n
         for frame in set(frames):
             inclusive[frame] = inclusive.get(frame, 0) + n
@@ -174,8 +192,10 @@ def summarize_profile(path: Path, top: int = 15) -> str:
     lines = [f"  {total} samples; own time:"]
     for name, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * n / total:5.1f}%  {name}")
-    lines.append("  inclusive time:")
-    for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+    lines.append("  inclusive time (below the reactor loop):")
+    ranked = [(name, n) for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])
+              if n < 0.9 * total]
+    for name, n in ranked[:top]:
         lines.append(f"  {100 * n / total:5.1f}%  {name}")
     return "\n".join(lines)
 
@@ -183,12 +203,16 @@ def summarize_profile(path: Path, top: int = 15) -> str:
 # -- scenarios -------------------------------------------------------------------
 
 
+#: A directory put first on the server's PYTHONPATH (``--server-path``).
+SERVER_PATH: Optional[str] = None
+
+
 def server_for(kind: str, scenario: str) -> ServerProcess:
     port = free_port()
     if kind == "echo":
         return ServerProcess(echo_command(port, broadcast=scenario == "fanout"), port)
     extra = () if scenario == "connect" else ("--ping-interval", "0")
-    return ServerProcess(symple_command(port, *extra), port)
+    return ServerProcess(symple_command(port, *extra), port, SERVER_PATH)
 
 
 def bench_connect(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
@@ -203,20 +227,24 @@ def bench_connect(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
                                max(1, sizes.concurrency // procs), 60.0, echo)
                  for first, count in split(n, procs)]
         server.wait_idle()
-        rss_before, cpu_before = server.rss_kb(), server.cpu_seconds()
+        warm.send(("quit",))
         profiler = Profiler(profile, f"connect-{kind}")
         profiler.start(server.pid)
+        rss_before, cpu_before = server.rss_kb(), server.cpu_seconds()
+        load_before = workers.cpu_seconds()
         try:
             results = ask(pipes, ("connect",), 90)
         finally:
+            cpu = server.cpu_seconds() - cpu_before
+            load = workers.cpu_seconds() - load_before
             profiler.stop()
-        cpu = server.cpu_seconds() - cpu_before
         elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
         server.wait_idle()
         rss_after = server.rss_kb()
         ask(pipes, ("close",), 30)
     return {"connect_rate": n / elapsed, "rss_per_conn_kb": (rss_after - rss_before) / n,
             "connect_cpu_ms": 1000 * cpu / n, "connect_util": cpu / elapsed,
+            "connect_load_util": load / elapsed,
             "rss_before_mb": rss_before / 1024, "rss_after_mb": rss_after / 1024}
 
 
@@ -237,6 +265,7 @@ def bench_fanout(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
         profiler = Profiler(profile, f"fanout-{kind}")
         profiler.start(server.pid)
         cpu_before = server.cpu_seconds()
+        load_before = workers.cpu_seconds()
         try:
             for pipe in receivers:
                 pipe.send(("receive", sizes.messages * size))
@@ -244,11 +273,13 @@ def bench_fanout(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
             got = ask_answers(receivers, 130)
         finally:
             cpu = server.cpu_seconds() - cpu_before
+            load = workers.cpu_seconds() - load_before
             profiler.stop()
     frames = sizes.messages * sizes.receivers
     elapsed = max([sent["end"]] + [r["end"] for r in got]) - sent["start"]
     return {"fanout_fps": frames / elapsed, "fanout_cpu_per_100k": cpu * 100000 / frames,
-            "fanout_util": cpu / elapsed, "fanout_frame_bytes": size}
+            "fanout_util": cpu / elapsed, "fanout_load_util": load / elapsed,
+            "fanout_frame_bytes": size}
 
 
 def ask_answers(pipes: list[Any], timeout: float) -> list[dict]:
@@ -274,16 +305,20 @@ def bench_rtt(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
         profiler = Profiler(profile, f"rtt-{kind}")
         profiler.start(server.pid)
         cpu_before = server.cpu_seconds()
+        load_before = workers.cpu_seconds()
         try:
             r = ask([pipe], ("run", sizes.rtt_rate, sizes.rtt_seconds, sizes.rtt_warmup),
                     sizes.rtt_seconds + sizes.rtt_warmup + 60)[0]
         finally:
             cpu = server.cpu_seconds() - cpu_before
+            load = workers.cpu_seconds() - load_before
             profiler.stop()
     seconds = sizes.rtt_seconds + sizes.rtt_warmup
     return {"rtt_p50_ms": 1000 * r["p50"], "rtt_p99_ms": 1000 * r["p99"],
             "rtt_p999_ms": 1000 * r["p999"], "rtt_p99_sched_ms": 1000 * r["p99_scheduled"],
-            "rtt_rate": r["rate"], "rtt_count": r["count"], "rtt_util": cpu / seconds}
+            "rtt_rate": r["rate"], "rtt_count": r["count"], "rtt_util": cpu / seconds,
+            "rtt_cpu_us": 1e6 * cpu / (sizes.rtt_rate * seconds),
+            "rtt_load_util": load / seconds}
 
 
 SCENARIOS = {"connect": bench_connect, "fanout": bench_fanout, "rtt": bench_rtt}
@@ -307,15 +342,19 @@ ROWS = [
     ("RSS per idle authed connection (KB)", "rss_per_conn_kb", "{:.1f}"),
     ("server CPU per connection (ms)", "connect_cpu_ms", "{:.3f}"),
     ("server CPU busy during connect", "connect_util", "{:.0%}"),
+    ("load generator CPU (all processes)", "connect_load_util", "{:.0%}"),
     ("fan-out delivered frames/s", "fanout_fps", "{:,.0f}"),
     ("fan-out server CPU-s per 100k frames", "fanout_cpu_per_100k", "{:.3f}"),
     ("server CPU busy during fan-out", "fanout_util", "{:.0%}"),
+    ("load generator CPU (all processes)", "fanout_load_util", "{:.0%}"),
     ("RTT p50 (ms)", "rtt_p50_ms", "{:.3f}"),
     ("RTT p99 (ms)", "rtt_p99_ms", "{:.3f}"),
     ("RTT p99.9 (ms)", "rtt_p999_ms", "{:.3f}"),
     ("RTT p99 from scheduled send (ms)", "rtt_p99_sched_ms", "{:.3f}"),
     ("requests/s achieved", "rtt_rate", "{:,.0f}"),
     ("server CPU busy during RTT", "rtt_util", "{:.0%}"),
+    ("server CPU per request+response (us)", "rtt_cpu_us", "{:.0f}"),
+    ("load generator CPU", "rtt_load_util", "{:.0%}"),
 ]
 
 
@@ -367,7 +406,11 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record the server with py-spy during each measurement")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--server-path", metavar="DIR",
+                        help="put DIR first on the server's PYTHONPATH (to measure a patched copy)")
     args = parser.parse_args()
+    global SERVER_PATH
+    SERVER_PATH = args.server_path
     sizes = QUICK if args.quick else Sizes()
     if args.repeat:
         sizes.repeat = args.repeat

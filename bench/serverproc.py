@@ -25,6 +25,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def twistd() -> list[str]:
     """The ``twistd`` of the running interpreter's environment."""
     script = Path(sys.executable).with_name("twistd")
@@ -48,9 +55,13 @@ def echo_command(port: int, broadcast: bool = False) -> list[str]:
 class ServerProcess:
     """A server started for one measurement and always stopped afterwards."""
 
-    def __init__(self, command: list[str], port: int) -> None:
+    def __init__(self, command: list[str], port: int, pythonpath: Optional[str] = None) -> None:
         self.command = command
         self.port = port
+        self.env = dict(os.environ)
+        if pythonpath:  # e.g. a patched copy of symple_tx to compare with
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (pythonpath, self.env.get("PYTHONPATH")) if p)
         self.log = tempfile.NamedTemporaryFile(prefix="symple-bench-", suffix=".log", delete=False)
         self.cwd = tempfile.mkdtemp(prefix="symple-bench-")
         self.proc: Optional[subprocess.Popen] = None
@@ -67,9 +78,10 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         self.proc = subprocess.Popen(self.command, cwd=self.cwd, stdout=self.log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -79,8 +91,9 @@ class ServerProcess:
                 return
             except OSError:
                 time.sleep(0.1)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"server did not listen on {self.port} in {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(f"server did not listen on {self.port} in {timeout}s:\n{tail}")
 
     def stop(self, timeout: float = 10.0) -> None:
         proc = self.proc
@@ -102,15 +115,12 @@ class ServerProcess:
             pass
 
     def log_tail(self, lines: int = 30) -> str:
-        self.log.flush()
         with open(self.log.name, "rb") as f:
             return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
-        with open(f"/proc/{self.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_seconds(self.pid)
 
     def rss_kb(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:

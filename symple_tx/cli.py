@@ -22,12 +22,11 @@ from typing import Any, Callable, Optional
 import orjson
 from twisted.internet import defer, task
 from twisted.internet.error import ConnectError as TwistedConnectError
-from twisted.internet.protocol import Protocol
 from twisted.protocols.basic import LineReceiver
 
 from .client import AuthError, ClientError, ConnectError, NotConnected, SympleClient, parse_url
-from .emitter import BROADCAST_CHANNEL, Emitter, Sessions
-from .redis_store import SESSION_PREFIX, RedisAddress
+from .emitter import Emitter, Sessions
+from .redis_store import RedisAddress
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 CHAT_SUBTYPE = "chat"
@@ -59,6 +58,16 @@ def json_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"invalid JSON ({exc}): {text!r}") from None
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
 def json_object(text: str) -> dict:
     value = json_argument(text)
     if not isinstance(value, dict):
@@ -88,7 +97,8 @@ def make_client(args: argparse.Namespace, reconnect: bool) -> SympleClient:
                             ca_file=args.ca_file, verify=not args.insecure,
                             connect_timeout=args.timeout)
     except (OSError, ValueError) as exc:
-        raise CommandError(f"--ca-file {args.ca_file}: {exc}") from None
+        raise CommandError(f"--ca-file {args.ca_file}: {exc}" if args.ca_file else str(exc)) \
+            from None
 
 
 async def online(client: SympleClient, args: argparse.Namespace) -> dict:
@@ -248,8 +258,8 @@ async def run_chat(reactor: Any, args: argparse.Namespace) -> None:
 
 async def run_send(reactor: Any, args: argparse.Namespace) -> None:
     client = make_client(args, reconnect=False)
-    await online(client, args)
     try:
+        await online(client, args)
         if args.wait_for:
             try:
                 await client.wait_for_peer(args.wait_for, timeout=args.timeout)
@@ -506,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="room the session joins (repeatable)")
     create.add_argument("--data", dest="session_data", type=json_object, metavar="JSON",
                         help="extra session fields as a JSON object")
-    create.add_argument("--ttl", type=int, metavar="SECONDS",
+    create.add_argument("--ttl", type=positive_int, metavar="SECONDS",
                         help="expire after this many seconds (default: never)")
     for action in (create,
                    actions.add_parser("show", help="print a session as JSON",
@@ -554,7 +564,7 @@ async def _command(reactor: Any, args: argparse.Namespace) -> None:
         await args.run(reactor, args)
     except AuthError as exc:
         fail(f"authentication failed: {exc.message} ({exc.status})")
-    except (ConnectError, CommandError, NotConnected) as exc:
+    except (ConnectError, CommandError, NotConnected, ValueError) as exc:
         fail(str(exc))
     except defer.TimeoutError:
         fail(f"timed out after {args.timeout:g}s")

@@ -77,6 +77,10 @@ class NotConnected(Exception):
     """The client is not online, so it cannot send."""
 
 
+#: Error statuses before ``welcome`` that retrying cannot fix (bad or refused
+#: credentials); others (408, 503 while a server drains or is full) are retried.
+REJECTED = frozenset({400, 401, 403})
+
 #: Subtype of the self-addressed message behind ``SympleClient.sync``.
 SYNC_SUBTYPE = "symple:sync"
 
@@ -220,11 +224,13 @@ class SympleClientProtocol(WebSocketClientProtocol):
 class SympleClientFactory(WebSocketClientFactory):
     protocol = SympleClientProtocol
 
-    def __init__(self, client: "SympleClient", url: str, reactor: Any) -> None:
+    def __init__(self, client: "SympleClient", url: str, reactor: Any,
+                 ping_interval: float, ping_timeout: float) -> None:
         super().__init__(url, reactor=reactor)
         self.client = client
         self.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10,
-                                closeHandshakeTimeout=2, autoPingInterval=0)
+                                closeHandshakeTimeout=2, autoPingInterval=ping_interval,
+                                autoPingTimeout=ping_timeout)
         self._batched_timer = ReactorTimer(reactor)
 
 
@@ -236,7 +242,8 @@ class SympleClient(Events):
                  reconnect: bool = True, reconnect_delay: float = 1.0,
                  max_reconnect_delay: float = 30.0, reconnect_factor: float = 2.0,
                  jitter: float = 1.0, ca_file: Optional[str] = None, verify: bool = True,
-                 connect_timeout: float = 10.0, reactor: Any = None) -> None:
+                 connect_timeout: float = 10.0, ping_interval: float = 25.0,
+                 ping_timeout: float = 10.0, reactor: Any = None) -> None:
         super().__init__()
         self.reactor = reactor or _reactor()
         self.url = url
@@ -247,6 +254,8 @@ class SympleClient(Events):
         self.data = dict(data or {})
         self.reconnect = reconnect
         self.capabilities: dict[str, Any] = {}
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.roster = Roster()
         #: Our own peer object from the latest ``welcome``; None while offline.
         self.peer: Optional[dict] = None
@@ -262,6 +271,7 @@ class SympleClient(Events):
         self._ever_online = False
         self._unwelcomed = 0
         self._rejected: Optional[AuthError] = None
+        self._refusal: Optional[str] = None
         self._waiting: list[Deferred] = []
         self._pending: dict[str, tuple[Deferred, str, str]] = {}
 
@@ -288,7 +298,8 @@ class SympleClient(Events):
             self._ever_online = False
             self._rejected = None
             self._unwelcomed = 0
-            factory = SympleClientFactory(self, self.url, self.reactor)
+            factory = SympleClientFactory(self, self.url, self.reactor,
+                                          self.ping_interval, self.ping_timeout)
             self._service = ClientService(self._endpoint, factory, retryPolicy=self._retry_delay,
                                           clock=self.reactor)
             self._service.startService()
@@ -331,7 +342,7 @@ class SympleClient(Events):
     close = disconnect
 
     def _stop_service(self) -> Deferred:
-        """Stop reconnecting; on the next turn, as this may run inside the service's own callbacks."""
+        """Stop reconnecting, on the next turn: we may be inside the service's own callbacks."""
         service, self._service = self._service, None
         if service is None or not service.running:
             return succeed(None)
@@ -354,6 +365,7 @@ class SympleClient(Events):
     def _opened(self, protocol: SympleClientProtocol) -> None:
         self.protocol = protocol
         self._rejected = None
+        self._refusal = None
         frame: dict[str, Any] = {"type": "auth", "user": self.user}
         if self.name:
             frame["name"] = self.name
@@ -379,10 +391,14 @@ class SympleClient(Events):
             if kind == "welcome":
                 self._welcomed(frame)
             elif kind == "error":
-                self._rejected = AuthError(frame.get("status", 0), str(frame.get("message")), frame)
+                status, message = frame.get("status", 0), str(frame.get("message"))
+                self._refusal = f"the server answered {status} {message}"
+                if status in REJECTED:
+                    self._rejected = AuthError(status, message, frame)
             return
-        if (kind == "message" and frame.get("subtype") == SYNC_SUBTYPE
-                and frame.get("from") == self.address and frame.get("data") in self._pending):
+        marker = frame.get("data")
+        if (kind == "message" and frame.get("subtype") == SYNC_SUBTYPE and isinstance(marker, str)
+                and frame.get("from") == self.address and marker in self._pending):
             self._pending.pop(frame["data"])[0].callback(None)
             return
         self.emit("frame", frame)
@@ -433,8 +449,8 @@ class SympleClient(Events):
         elif self._rejected is not None:
             self._give_up(self._rejected)
         elif not self._ever_online:
-            self._give_up(ConnectError(f"Cannot connect to {self.url}: "
-                                       f"{self._describe(protocol, code, reason)}"))
+            why = self._refusal or self._describe(protocol, code, reason)
+            self._give_up(ConnectError(f"Cannot connect to {self.url}: {why}"))
         elif not self.reconnect:
             self._stopping = True
             self._stop_service()

@@ -40,6 +40,11 @@ class Settings:
     extra: dict = field(default_factory=dict)
 
     def origin_allowed(self, origin: Optional[str]) -> bool:
-        if not self.allowed_origins or "*" in self.allowed_origins:
+        """Browsers always send ``Origin``; the list guards against cross-site pages.
+
+        A handshake without one comes from a native client (which could send any
+        Origin it liked), so it passes, as CORS-style checks elsewhere let it.
+        """
+        if not self.allowed_origins or "*" in self.allowed_origins or origin is None:
             return True
         return origin in self.allowed_origins

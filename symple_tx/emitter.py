@@ -38,7 +38,7 @@ class Sessions(RedisSessionStore):
         return cls(connect_redis(url), prefix)
 
     def set(self, token: str, session: dict, ttl: Optional[int] = None) -> Deferred:
-        """Store a session (``user``, ``name``, ``rooms``, any extra fields), expiring after ``ttl`` s."""
+        """Store a session (``user``, ``name``, ``rooms``, extra fields); expires after ``ttl`` s."""
         _check_token(token)
         if not isinstance(session, dict):
             raise TypeError(f"a session must be a dict, not {type(session).__name__}")

@@ -249,6 +249,11 @@ class Router:
                     return (target,)
                 self.metrics.drops["permission"].inc()
                 return _NOBODY
+            if "|" in to:
+                # An address, never a room: whoever joined a room named after a
+                # departed peer's address must not receive that peer's traffic.
+                self.metrics.drops["no_recipient"].inc()
+                return _NOBODY
             return self._room_members(session, to)
         if isinstance(to, list):
             if not all(wire.valid_room(room) for room in to):

@@ -57,11 +57,23 @@ class SympleServer:
             self.broadcast.start()
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
+        if self.redis is not None:
+            self.health.checks.append(self._redis_problem)
         self.pages = http_root(self.router, self.health, settings.demo)
         self.site = Site(self.pages)
         self.site.displayTracebacks = False
         self.site.noisy = False
+        # Idle HTTP keep-alive connections close after the auth timeout, not
+        # twisted.web's 12 hours: they count against no connection limit.
+        self.site.timeOut = settings.auth_timeout
         self.port_factory = SymplePortFactory(self.websocket, self.site)
+
+    def _redis_problem(self) -> Optional[str]:
+        """``/healthz`` turns 503 while no connection to Redis is up."""
+        factory = getattr(self.redis, "_factory", None)  # txredisapi's pool
+        if factory is not None and not getattr(factory, "size", 0):
+            return "redis unreachable"
+        return None
 
     def resource(self) -> SympleResource:
         """A ``twisted.web`` resource to mount in an existing site."""

@@ -94,7 +94,8 @@ class SympleOptions(usage.Options):
     optFlags = [
         ["authentication", "a", "Require a token: look it up in Redis "
          "(symple:session:<token>) or ask the --auth-hook. Env SYMPLE_AUTHENTICATION."],
-        ["no-dynamic-rooms", None, "Refuse join/leave frames (403). Env SYMPLE_DYNAMIC_ROOMS=false."],
+        ["no-dynamic-rooms", None, "Refuse join/leave frames (403). "
+         "Env SYMPLE_DYNAMIC_ROOMS=false."],
         ["trust-proxy", None, "Take the client address from X-Forwarded-For / X-Real-IP."],
         ["no-demo", None, "Serve a short status text at / instead of the demo web app."],
     ]
@@ -151,11 +152,11 @@ class SympleOptions(usage.Options):
         self._apply_environment()
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted endpoint (repeatable): tcp:4500, ssl:4443:privateKey=key.pem:certKey=cert.pem, unix:/run/symple.sock. Default: tcp:4500. Env SYMPLE_LISTEN (space-separated)."""
+        """Listen on a Twisted endpoint (repeatable): tcp:4500, ssl:4443:privateKey=key.pem:certKey=cert.pem, unix:/run/symple.sock. Default: tcp:4500. Env SYMPLE_LISTEN (space-separated)."""  # noqa: E501 (the help text)
         self["listen"].append(description)
 
     def opt_allowed_origin(self, origin: str) -> None:
-        """Accept WebSocket handshakes only from this Origin (repeatable). Default: any. Env SYMPLE_ALLOWED_ORIGINS (comma-separated)."""
+        """Accept WebSocket handshakes only from this Origin (repeatable). Default: any. Env SYMPLE_ALLOWED_ORIGINS (comma-separated)."""  # noqa: E501
         if self._env_origins:  # the command line replaces the environment's list
             self["allowed-origin"], self._env_origins = [], False
         self["allowed-origin"].append(origin)
@@ -177,7 +178,8 @@ class SympleOptions(usage.Options):
         """Environment values become the defaults; the command line parsed later wins."""
         self._env_errors: list[str] = []
         for long_name, _, _, _, *coerce in self.optParameters:
-            env_names = ENV_ALIASES.get(long_name, ["SYMPLE_" + long_name.upper().replace("-", "_")])
+            env_names = ENV_ALIASES.get(
+                long_name, ["SYMPLE_" + long_name.upper().replace("-", "_")])
             value = self._env(*env_names)
             if value is None:
                 continue

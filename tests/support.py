@@ -150,6 +150,10 @@ class ServerTestCase(unittest.TestCase):
     def make_settings(self) -> Settings:
         return Settings(**{**self.settings.__dict__})
 
+    def sample(self, name: str, **labels: str) -> float:
+        """A value of the server's Prometheus metrics, 0 when never counted."""
+        return self.server.metrics.registry.get_sample_value(name, labels) or 0
+
     def listen_on(self) -> str:
         """The server endpoint description (TLS tests override it)."""
         return "tcp:0:interface=127.0.0.1"
@@ -199,7 +203,7 @@ class ServerTestCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def connect_small_window(self, receive_buffer: int = 4096):
-        """A peer whose socket has a tiny receive buffer, so a paused reader stalls the server fast."""
+        """A peer whose socket has a tiny receive buffer: a paused reader stalls the server fast."""
         import socket
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -352,9 +356,13 @@ def twistd_command() -> list[str]:
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """os.environ without the variables the server reads, plus ``extra``."""
+    """os.environ without the variables the server reads, plus ``extra``.
+
+    PYTHONPATH goes too (trial's --jobs workers set it to their sys.path), so
+    a child finds the package where it is installed, not in the checkout.
+    """
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SYMPLE_") and k not in ("PORT", "REDIS_URL")}
+           if not k.startswith("SYMPLE_") and k not in ("PORT", "REDIS_URL", "PYTHONPATH")}
     env.update(extra)
     return env
 

@@ -104,6 +104,14 @@ class RedisSessionTests(RedisSessionCase):
                                        401, "unknown token")
 
     @defer.inlineCallbacks
+    def test_odd_tokens_are_only_ever_looked_up_literally(self):
+        yield self.store({"user": "someone"})  # a key a glob would match
+        for token in ("*", "test-*", "\r\nFLUSHALL\r\n", "t\x00k", "é" * 300, "x" * 10_000):
+            yield self.refused_at_auth({"type": "auth", "user": "alice", "token": token},
+                                       401, "unknown token")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    @defer.inlineCallbacks
     def test_missing_token_is_401(self):
         yield self.refused_at_auth({"type": "auth", "user": "alice"}, 401, "missing token")
         yield self.refused_at_auth({"type": "auth", "user": "alice", "token": ""}, 401,

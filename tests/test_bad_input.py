@@ -328,6 +328,28 @@ class FuzzTests(BadInputCase):
         self.assertEqual(len(of_kind(got[self.wendy], "message", subtype="ok")), 1)
 
     @defer.inlineCallbacks
+    def test_random_auth_frames(self):
+        auths = st.fixed_dictionaries(
+            {"type": st.just("auth")},
+            optional={field: json_values | st.sampled_from(["", "lobby", "bystand", "a|b"])
+                      for field in ("user", "name", "token", "rooms", "data", "id")})
+        for number, frame in enumerate(examples(auths, 60)):
+            peer = yield self.connect()
+            self.bystanders_talk()
+            peer.send_raw(orjson.dumps(frame))
+            reply = yield peer.next("auth answer")
+            if reply["type"] == "welcome":
+                self.assertEqual(reply["peer"]["user"], frame["user"])
+                peer.welcome = reply
+                yield peer.round_trip()
+                peer.transport.loseConnection()
+            else:
+                self.assert_readable(reply)
+                self.assertIn(reply["status"], (400, 401), (frame, reply))
+                code, _ = yield peer.wait_closed()
+                self.assertEqual(code, 4000 + reply["status"])
+
+    @defer.inlineCallbacks
     def test_random_json_values(self):
         for value in examples(json_values, 100):
             expected = None if isinstance(value, dict) else 400

@@ -19,6 +19,8 @@ from symple_tx.hooks import AuthRejected
 from tests.support import ServerTestCase, free_port, redis_required, with_timeout
 
 REDIS = "redis://127.0.0.1:6379"
+#: Seconds to wait for a subprocess: starting Python on a loaded machine is slow.
+PROCESS_WAIT = 30.0
 
 
 def symple_command() -> list[str]:
@@ -66,7 +68,8 @@ class Cli(ProcessProtocol):
         """The next stdout line containing ``match`` (or passing it); earlier lines are skipped."""
         test = (lambda line: match in line) if isinstance(match, str) else match
         while True:
-            line = yield with_timeout(self.lines.get(), what=what or f"stdout line {match!r}")
+            line = yield with_timeout(self.lines.get(), PROCESS_WAIT,
+                                      what=what or f"stdout line {match!r}")
             if test(line):
                 return line
 
@@ -75,7 +78,7 @@ class Cli(ProcessProtocol):
             return defer.succeed(None)
         d: Deferred = Deferred()
         self._stderr_waiters.append((text, d))
-        return with_timeout(d, what=f"stderr {text!r}")
+        return with_timeout(d, PROCESS_WAIT, what=f"stderr {text!r}")
 
 
 class CliMixin:
@@ -98,7 +101,7 @@ class CliMixin:
         return cli
 
     @defer.inlineCallbacks
-    def run_cli(self, *args: str, seconds: float = 30):
+    def run_cli(self, *args: str, seconds: float = PROCESS_WAIT):
         """Run to completion: (exit code, stdout lines, stderr text)."""
         cli = self.spawn(*args)
         code = yield with_timeout(cli.ended, seconds, what=f"symple {' '.join(args)}")
@@ -177,7 +180,7 @@ class WebSocketCommandTests(CliMixin, ServerTestCase):
         alice.send_json({"type": "message", "to": "lobby", "data": 1})
         alice.send_json({"type": "event", "name": "skip me", "to": "lobby"})
         alice.send_json({"type": "message", "to": "lobby", "data": {"n": 2}})
-        code = yield with_timeout(cli.ended, what="listen to exit")
+        code = yield with_timeout(cli.ended, PROCESS_WAIT, what="listen to exit")
         self.assertEqual(code, 0, cli.err_text())
         frames = [orjson.loads(line) for line in cli.stdout]
         self.assertEqual([f["data"] for f in frames], [1, {"n": 2}])
@@ -211,11 +214,11 @@ class WebSocketCommandTests(CliMixin, ServerTestCase):
         alice.write("/msg bob psst")
         yield bob.expect("<alice> (direct) psst")
         bob.write("/quit")
-        code = yield with_timeout(bob.ended, what="bob's chat to exit")
+        code = yield with_timeout(bob.ended, PROCESS_WAIT, what="bob's chat to exit")
         self.assertEqual(code, 0, bob.err_text())
         yield alice.expect("* Bob (bob) left")
         alice.transport.closeStdin()  # Ctrl-D
-        code = yield with_timeout(alice.ended, what="alice's chat to exit")
+        code = yield with_timeout(alice.ended, PROCESS_WAIT, what="alice's chat to exit")
         self.assertEqual(code, 0, alice.err_text())
 
     @defer.inlineCallbacks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -13,7 +13,8 @@ from symple_tx.client import (AuthError, ClientError, ConnectError, NotConnected
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
 from symple_tx.service import SympleServer, SympleService
-from tests.support import WAIT, ServerTestCase, eventually, free_port, self_signed_cert, with_timeout
+from tests.support import (WAIT, ServerTestCase, eventually, free_port, self_signed_cert,
+                           with_timeout)
 
 FAST = dict(reconnect_delay=0.05, max_reconnect_delay=0.2, jitter=0.05)
 
@@ -141,8 +142,8 @@ class RosterTests(ClientMixin, ServerTestCase):
         self.assertEqual(room, "lobby")
         self.assertIn("lobby", carol.rooms)
         self.assertEqual(carol.joined, ["lobby"])
-        yield eventually(lambda: users(carol) == ["alice", "bob"] and users(alice) == ["bob", "carol"],
-                         what="rosters after join")
+        yield eventually(lambda: users(carol) == ["alice", "bob"]
+                         and users(alice) == ["bob", "carol"], what="rosters after join")
 
         yield with_timeout(carol.leave("lobby"), what="leave:ok")
         self.assertNotIn("lobby", carol.rooms)
@@ -217,12 +218,25 @@ def _reject() -> None:
     raise AuthRejected("no such token")
 
 
+class CapacityTests(ClientMixin, ServerTestCase):
+    settings = Settings(max_connections=1)
+
+    @defer.inlineCallbacks
+    def test_full_server_is_a_connect_error_with_the_reason(self):
+        yield self.online("alice")
+        client = self.make_client("bob")
+        error = yield self.assertFailure(with_timeout(client.connect()), ConnectError)
+        self.assertIn("the server answered 503", str(error))
+        self.assertIn("connection limit", str(error))
+        self.assertNotIsInstance(error, AuthError)
+
+
 class RestartTests(ClientMixin, unittest.TestCase):
     """The client rides out a server restart on the same port."""
 
     @defer.inlineCallbacks
-    def start_server(self, port: int):
-        server = SympleServer(Settings())
+    def start_server(self, port: int, settings: Optional[Settings] = None):
+        server = SympleServer(settings or Settings())
         service = SympleService(server, [server.endpoint(f"tcp:{port}:interface=127.0.0.1")])
         service.startService()
         yield service.listening()
@@ -257,6 +271,23 @@ class RestartTests(ClientMixin, unittest.TestCase):
         self.assertTrue(disconnects[0]["reconnecting"])
 
     @defer.inlineCallbacks
+    def test_rejection_after_a_restart_stops_reconnecting(self):
+        port = free_port()
+        self.url = f"ws://127.0.0.1:{port}/"
+        service = yield self.start_server(port)
+        alice = yield self.online("alice", token="revoked")
+        errors = []
+        alice.on("error", errors.append)
+        yield service.stopService()
+        strict = Settings(authentication=True, auth_hook=lambda request: _reject())
+        service = yield self.start_server(port, strict)
+        self.addCleanup(service.stopService)
+        yield eventually(lambda: errors, what="the rejection")
+        self.assertIsInstance(errors[0], AuthError)
+        self.assertIsNone(alice._service)
+        self.assertFalse(alice.online)
+
+    @defer.inlineCallbacks
     def test_without_reconnect_the_client_stays_offline(self):
         port = free_port()
         self.url = f"ws://127.0.0.1:{port}/"
@@ -275,7 +306,8 @@ class TLSTests(ClientMixin, unittest.TestCase):
         directory = tempfile.mkdtemp()
         key, self.cert = self_signed_cert(directory)
         server = SympleServer(Settings())
-        endpoint = server.endpoint(f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}")
+        endpoint = server.endpoint(
+            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}")
         self.service = SympleService(server, [endpoint])
         self.service.startService()
         ports = yield self.service.listening()
@@ -311,3 +343,18 @@ class BackoffTests(unittest.TestCase):
         for url in ("http://x/", "ws://", "ws://host:99999/"):
             error = self.assertRaises(ValueError, SympleClient, url, "alice", reactor=reactor)
             self.assertIn("Invalid server URL", str(error))
+
+
+class KeepaliveTests(ClientMixin, ServerTestCase):
+    @defer.inlineCallbacks
+    def test_unanswered_pings_make_the_client_reconnect(self):
+        alice = yield self.online("alice", ping_interval=0.2, ping_timeout=0.3)
+        first_id = alice.peer["id"]
+        stalled = self.server.router.sessions[first_id].link.transport
+        stalled.pauseProducing()  # the server stops reading: no pongs
+        self.addCleanup(stalled.resumeProducing)
+        info = yield with_timeout(alice.once("disconnect"), what="ping timeout")
+        self.assertTrue(info["reconnecting"])
+        yield with_timeout(alice.when_connected(), what="reconnect")
+        self.assertNotEqual(alice.peer["id"], first_id)
+        stalled.resumeProducing()

@@ -8,7 +8,7 @@ import sys
 from twisted.internet import defer
 
 from tests.support import ServerTestCase, with_timeout
-from tests.test_cli import CliMixin
+from tests.test_cli import PROCESS_WAIT, CliMixin
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "examples", "echo_bot.py")
 PYTHON = [sys.executable]
@@ -29,7 +29,7 @@ class ScriptTests(CliMixin, ServerTestCase):
         reply = yield alice.expect("message")
         self.assertEqual(reply["data"], {"text": "echo: hi"})
         self.assertEqual(reply["to"], alice.address)
-        code = yield with_timeout(bot.ended, what="the bot to exit")
+        code = yield with_timeout(bot.ended, PROCESS_WAIT, what="the bot to exit")
         self.assertEqual(code, 0, bot.err_text())
 
     @defer.inlineCallbacks
@@ -39,6 +39,6 @@ class ScriptTests(CliMixin, ServerTestCase):
                   "    await SympleClient(url, 'x').connect()\n"
                   "run(main, 'ws://127.0.0.1:1/')\n")
         cli = self.spawn("-c", script, program=PYTHON)
-        code = yield with_timeout(cli.ended, 30, what="the script to exit")
+        code = yield with_timeout(cli.ended, PROCESS_WAIT, what="the script to exit")
         self.assertEqual(code, 1)
         self.assertIn("ConnectError", cli.err_text())

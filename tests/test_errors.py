@@ -99,7 +99,10 @@ class AnonymousErrorTests(ErrorCase):
         frames = yield self.assert_stays_open(peer)
         self.assertEqual(len(frames), 1)
         self.assert_error(frames[0], 400, frame_id="again")
-        self.assertEqual(peer.address.split("|")[0], "alice")
+        # The session is unchanged: the server still stamps alice's address.
+        peer.send_json({"type": "message", "to": "alice|" + peer.session_id, "subtype": "who"})
+        echo = yield peer.expect(lambda f: f.get("subtype") == "who", "echo")
+        self.assertEqual(echo["from"], peer.address)
 
     @defer.inlineCallbacks
     def test_errors_echo_the_frame_id(self):

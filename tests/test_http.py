@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.trial import unittest
 
 from symple_tx.config import Settings
 from tests.support import ServerTestCase, eventually, http_get, with_timeout
@@ -188,3 +193,53 @@ class ConnectionHygieneTests(HttpTestCase):
         client = yield self.raw(b"\x16\x03\x01garbage\r\n\r\n")
         received = yield with_timeout(client.lost, what="refusal of garbage")
         self.assertTrue(received.startswith(b"HTTP/1.1 400"), received[:60])
+
+    @defer.inlineCallbacks
+    def test_idle_keep_alive_connection_is_closed(self):
+        client = yield self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = yield with_timeout(client.lost, what="the server closing an idle keep-alive")
+        self.assertTrue(received.startswith(b"HTTP/1.1 200"), received[:60])
+
+
+class RedisHealthTests(HttpTestCase):
+    """With Redis configured, /healthz follows its reachability."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from tests.test_broadcast import RedisProcess
+        if not shutil.which("redis-server"):
+            if os.environ.get("SYMPLE_REQUIRE_REDIS"):
+                self.fail("redis-server is not installed")
+            raise unittest.SkipTest("redis-server is not installed")
+        self.redis = RedisProcess()
+        self.addCleanup(self.redis.cleanup)
+        yield self.redis.start()
+        yield super().setUp()
+
+    def make_settings(self) -> Settings:
+        return Settings(redis_url=f"redis://127.0.0.1:{self.redis.port}/0")
+
+    @defer.inlineCallbacks
+    def health(self):
+        code, _, body = yield self.get("/healthz")
+        return code, orjson.loads(body)
+
+    @defer.inlineCallbacks
+    def wait_health(self, code: int):
+        deadline = reactor.seconds() + 15
+        while True:
+            current, body = yield self.health()
+            if current == code:
+                return body
+            self.assertLess(reactor.seconds(), deadline, f"/healthz stayed {current}: {body}")
+            yield deferLater(reactor, 0.1, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_healthz_is_503_while_redis_is_down(self):
+        yield self.wait_health(200)
+        self.redis.stop()
+        body = yield self.wait_health(503)
+        self.assertEqual(body["problems"], ["redis unreachable"])
+        yield self.redis.start()
+        body = yield self.wait_health(200)
+        self.assertEqual(body["status"], "ok")

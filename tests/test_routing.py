@@ -179,6 +179,24 @@ class PermissionTests(RoutingCase):
             p["alice"], {"type": "message", "subtype": "t", "to": address}, p, set())
 
 
+    @defer.inlineCallbacks
+    def test_a_room_named_like_an_address_cannot_catch_its_traffic(self):
+        # mallory sees bob's address in his presence and joins a room of that name:
+        # signalling meant for bob must never reach her, before or after he leaves.
+        p = yield self.peers_in(alice=["lobby"], bob=["lobby"], mallory=["lobby"])
+        bob = p.pop("bob")
+        address = bob.address
+        p["mallory"].send_json({"type": "join", "room": address})
+        yield self.collect(*p.values(), bob)
+        frame = {"type": "message", "subtype": "call:offer", "to": address}
+        yield self.assert_reaches(p["alice"], frame, {**p, "bob": bob}, {"bob"})
+        bob.transport.loseConnection()
+        yield bob.wait_closed()
+        yield p["alice"].expect(lambda f: f.get("from") == address
+                                and f["data"]["online"] is False, "bob offline")
+        yield self.assert_reaches(p["alice"], frame, p, set())
+
+
 class ExactlyOnceTests(RoutingCase):
     """A recipient gets each frame once, however many rooms it shares with the sender."""
 

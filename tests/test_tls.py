@@ -128,7 +128,7 @@ class TlsSlowConsumerTests(TlsTestCase):
         stalled.transport.transport.pauseProducing()  # the TCP socket under TLS stops reading
         padding = "p" * 16 * 1024
         sent = 0
-        while not self.server.metrics.disconnects["slow_consumer"]._value.get():
+        while not self.sample("symple_disconnects_total", reason="slow_consumer"):
             self.assertLess(sent, 2000, "never disconnected as a slow consumer")
             for _ in range(8):
                 carol.send_json({"type": "message", "subtype": "flood", "data": sent,

@@ -7,6 +7,7 @@ holding one demo page and reads the state the page exposes as data attributes.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -40,16 +41,15 @@ def _truthy(value: Optional[str]) -> bool:
 
 
 def require_browser() -> None:
-    """Skip when Chromium or Selenium is missing, or fail when SYMPLE_REQUIRE_BROWSER is set (CI)."""
+    """Skip when Chromium or Selenium is missing; fail when SYMPLE_REQUIRE_BROWSER is set."""
     problems = [f"{path} not found" for path in (CHROMIUM, CHROMEDRIVER)
                 if not (os.path.isfile(path) and os.access(path, os.X_OK))]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         problems.append("selenium is not installed")
     if not problems:
         return
-    message = "; ".join(problems) + " (apt-get install chromium chromium-driver; pip install selenium)"
+    message = "; ".join(problems) + (" (apt-get install chromium chromium-driver;"
+                                      " pip install selenium)")
     if _truthy(os.environ.get("SYMPLE_REQUIRE_BROWSER")):
         raise AssertionError(f"browser tests required but cannot run: {message}")
     raise unittest.SkipTest(message)

@@ -9,6 +9,7 @@ Screenshots of a call land in ``artifacts/``.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 from urllib.parse import urlencode
 
@@ -35,8 +36,8 @@ class DemoPageTestCase(ServerTestCase):
         self.addCleanup(lambda: deferToThread(self._quit_pages))
 
     def _quit_pages(self) -> None:
-        for page in self.pages:
-            page.quit()
+        with ThreadPoolExecutor() as pool:
+            list(pool.map(Page.quit, self.pages))
 
     def in_browser(self, scenario: Callable[[], Any]) -> defer.Deferred:
         """Run a blocking Selenium scenario off the reactor thread, so the server keeps serving."""
@@ -55,8 +56,10 @@ class DemoPageTestCase(ServerTestCase):
         return page
 
     def open_online(self, *users: str) -> list[Page]:
-        """Open one page per user and wait until every page lists all the others."""
-        pages = [self.open_page(user) for user in users]
+        """Open one page per user (browsers start in parallel) and wait until every
+        page lists all the others."""
+        with ThreadPoolExecutor() as pool:
+            pages = list(pool.map(self.open_page, users))
         for page, user in zip(pages, users):
             page.wait_state(conn="online")
             others = sorted(u for u in users if u != user)
@@ -247,8 +250,10 @@ class CallTests(DemoPageTestCase):
             self.assertEqual(result["pendingAfterOffer"], 0)
             self.assertEqual(result["candidatesInRemoteDescription"], result["remoteCandidates"])
             self.assertEqual(result["iceState"], "connected")
-            self.assertEqual(result["sent"][:2], ["call:accept", "call:answer"])
-            self.assertEqual(set(result["sent"][2:]), {"call:candidate"})
+            sent = result["sent"]
+            self.assertEqual(sent[0], "call:accept")
+            self.assertEqual(sent.count("call:answer"), 1)
+            self.assertEqual(set(sent[1:]), {"call:answer", "call:candidate"})
             self.assertEqual(result["addressedTo"], ["carol|c1"])
             self.assertEqual(result["callIds"], ["k1"])
         return self.in_browser(scenario)
@@ -288,6 +293,7 @@ const until = async (test) => {
   deliver("call:offer", {sdp: {type: offer.type, sdp: offer.sdp}});
   await until(() => sent.some((m) => m.subtype === "call:answer"));
   const answer = sent.find((m) => m.subtype === "call:answer").data.sdp;
+  await until(() => calls.pc.iceGatheringState === "complete");  // all its candidates sent
   await caller.setRemoteDescription(answer);
   for (const m of sent.filter((m) => m.subtype === "call:candidate")) {
     await caller.addIceCandidate(m.data.candidate);

@@ -18,9 +18,8 @@ from tests.support import ServerTestCase, http_get
 
 #: Static references in HTML (src/href) and in modules (import ... from / import "...").
 HTML_REFERENCE = re.compile(rb"""(?:src|href)\s*=\s*["']([^"']+)["']""")
-MODULE_IMPORT = re.compile(
-    rb"""^\s*(?:import\s+(?:[\w*{}\s,]+\s+from\s+)?|export\s+[\w*{}\s,]+\s+from\s+)["']([^"']+)["']""",
-    re.M)
+MODULE_IMPORT = re.compile(rb"""^\s*(?:import\s+(?:[\w*{}\s,]+\s+from\s+)?"""
+                           rb"""|export\s+[\w*{}\s,]+\s+from\s+)["']([^"']+)["']""", re.M)
 EXPECTED_TYPES = {".html": b"text/html", ".js": b"text/javascript", ".css": b"text/css"}
 
 
@@ -58,7 +57,7 @@ class ServedFilesTests(ServerTestCase):
                 if target.startswith("data:"):
                     continue
                 self.assertFalse(re.match(r"^([a-z]+:)?//", target),
-                                 f"{path} loads {target} from elsewhere (nothing may need the network)")
+                                 f"{path} loads {target} from elsewhere (no network allowed)")
                 queue.append(os.path.normpath(base + target))
         self.assertTrue({"/js/app.js", "/js/symple.js", "/js/call.js", "/app.css"} <= seen, seen)
 

@@ -88,7 +88,8 @@ function start({user, name = "", token = "", roomName = "demo"}) {
 
 function onConnState({state, reason}) {
   body.dataset.conn = state;
-  $("#conn-status").textContent = CONN_TEXT[state] + (reason && state !== "online" ? ` (${reason})` : "");
+  const detail = reason && state !== "online" ? ` (${reason})` : "";
+  $("#conn-status").textContent = CONN_TEXT[state] + detail;
   $("#login").hidden = state !== "idle" && state !== "error";
   $("#app").hidden = !$("#login").hidden;
   renderRoster();
@@ -100,31 +101,62 @@ function onWelcome(e) {
   $("#me").textContent = `You are ${peer.name} (${peer.user})`;
   $("#room-name").textContent = room;
   document.title = `${peer.name} · symple_tx demo`;
-  if (!(rooms || []).includes(room)) client.join(room);  // rooms come from the server when auth is on
+  // With authentication on, the server decides the rooms: join ours if it is not among them.
+  if (!(rooms || []).includes(room)) client.join(room);
 }
 
 function onPresence(e) {
   const {peer, online, changed, frame} = e.detail;
-  if (frame && changed) systemLine(`${peer.name || peer.user} ${online ? "is online" : "left"}`, peer.id, online);
+  if (!frame || !changed) return;
+  systemLine(`${peer.name || peer.user} ${online ? "is online" : "left"}`, peer.id, online);
 }
 
 // -- roster -----------------------------------------------------------------
 
+/** Roster entries by session id, updated in place so a button never vanishes under a click. */
+const rosterItems = new Map();
+
+function rosterItem(peer) {
+  let item = rosterItems.get(peer.id);
+  if (!item) {
+    item = {
+      name: el("span", {className: "name"}),
+      user: el("span", {className: "user"}),
+      caps: el("span", {className: "caps"}),
+      call: el("button", {type: "button", textContent: "Call", data: {action: "call"}}),
+    };
+    item.li = el("li", {data: {peerId: peer.id}}, item.name, item.user, item.caps, item.call);
+    item.call.addEventListener("click", () => startCall(item.address));
+    rosterItems.set(peer.id, item);
+  }
+  const caps = peer.capabilities && typeof peer.capabilities === "object" ? peer.capabilities : {};
+  const names = Object.keys(caps).filter((key) => caps[key]).sort();
+  item.address = `${peer.user}|${peer.id}`;
+  item.li.dataset.user = peer.user;
+  item.name.textContent = peer.name || peer.user;
+  item.user.textContent = `@${peer.user}`;
+  if (item.caps.dataset.list !== names.join(" ")) {
+    item.caps.dataset.list = names.join(" ");
+    item.caps.replaceChildren(
+      ...names.map((key) => el("span", {className: "cap", textContent: key, data: {cap: key}})));
+  }
+  item.callable = Boolean(caps.call);
+  return item;
+}
+
 function renderRoster() {
   const peers = client ? [...client.roster.values()] : [];
-  peers.sort((a, b) => String(a.name).localeCompare(String(b.name)));
-  const idle = calls && !calls.busy && client.online;
-  $("#roster").replaceChildren(...peers.map((peer) => {
-    const caps = peer.capabilities && typeof peer.capabilities === "object" ? peer.capabilities : {};
-    const badges = Object.keys(caps).filter((key) => caps[key]).sort()
-      .map((key) => el("span", {className: "cap", textContent: key, data: {cap: key}}));
-    const call = el("button", {type: "button", textContent: "Call", disabled: !idle || !caps.call,
-                               data: {action: "call"}});
-    call.addEventListener("click", () => startCall(`${peer.user}|${peer.id}`));
-    return el("li", {data: {peerId: peer.id, user: peer.user}},
-              el("span", {className: "name", textContent: peer.name || peer.user}),
-              el("span", {className: "user", textContent: `@${peer.user}`}), ...badges, call);
-  }));
+  peers.sort((a, b) => String(a.name).localeCompare(String(b.name)) || a.id.localeCompare(b.id));
+  const idle = Boolean(calls && !calls.busy && client.online);
+  const items = peers.map(rosterItem);
+  const live = new Set(peers.map((peer) => peer.id));
+  for (const id of rosterItems.keys()) if (!live.has(id)) rosterItems.delete(id);
+  for (const item of items) item.call.disabled = !idle || !item.callable;
+  const list = $("#roster");
+  const order = items.map((item) => item.li);
+  if (order.length !== list.children.length || order.some((li, i) => list.children[i] !== li)) {
+    list.replaceChildren(...order);
+  }
   $("#roster-count").textContent = String(peers.length);
   $("#roster-empty").hidden = peers.length > 0;
 }
@@ -221,7 +253,8 @@ $("#login").addEventListener("submit", (event) => {
   const form = new FormData(event.target);
   const user = String(form.get("user")).trim();
   if (!user) return;
-  start({user, token: String(form.get("token")), roomName: String(form.get("room")).trim() || "demo"});
+  const roomName = String(form.get("room")).trim() || "demo";
+  start({user, token: String(form.get("token")), roomName});
 });
 $("#chat-form").addEventListener("submit", sendChat);
 $("#accept").addEventListener("click", () => calls.accept());

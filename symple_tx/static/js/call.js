@@ -71,7 +71,7 @@ export class CallManager extends EventTarget {
   /** Ring `address` ("user|id"). */
   call(address) {
     if (this.busy) throw new Error(`already ${this.state}`);
-    if (!parseAddress(address).id) throw new Error(`calls need a "user|id" address, not ${address}`);
+    if (!parseAddress(address).id) throw new Error(`calls need "user|id", not ${address}`);
     this._reset();
     Object.assign(this, {remote: address, callId: randomId(), direction: "out"});
     this._setState("calling");
@@ -139,7 +139,9 @@ export class CallManager extends EventTarget {
         if (this.state === "calling") await this._sendOffer();
         break;
       case "call:reject":
-        if (this.state === "calling") this._end(data.reason === "busy" ? "busy" : "rejected");
+        if (this.state === "calling") {
+          this._end(["busy", "no-answer"].includes(data.reason) ? data.reason : "rejected");
+        }
         break;
       case "call:offer":
         if (this.direction === "in" && this.pc) await this._answer(data.sdp);
@@ -213,7 +215,8 @@ export class CallManager extends EventTarget {
     pc.oniceconnectionstatechange = () => {
       if (pc !== this.pc) return;
       this._setIce(pc.iceConnectionState);
-      if (["connected", "completed"].includes(pc.iceConnectionState) && this.state === "connecting") {
+      const connected = ["connected", "completed"].includes(pc.iceConnectionState);
+      if (connected && this.state === "connecting") {
         this._setState("in-call");
       } else if (pc.iceConnectionState === "failed") {
         this.hangup("failed");

@@ -7,7 +7,8 @@
 //   client.connect();
 //
 // Events (CustomEvent, payload in `detail`):
-//   state    {state, previous, reason}   idle | connecting | online | reconnecting | offline | error
+//   state    {state, previous, reason}   idle | connecting | online | reconnecting |
+//                                        offline | error
 //   welcome  the welcome frame
 //   presence {peer, online, changed, frame}  a roster change (never about this client itself)
 //   roster   {roster}                    after every roster change
