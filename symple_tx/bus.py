@@ -38,6 +38,10 @@ class Bus:
     def forward(self, recipients: dict[str, list[str]], payload: bytes, kind: str) -> None:
         """Deliver ``payload`` to sessions of other processes: node id -> session ids."""
 
+    def remote_sessions(self) -> int:
+        """How many sessions of other processes the router mirrors."""
+        return 0
+
     def start(self) -> None:
         """Connect; called when the server starts."""
 

@@ -49,7 +49,7 @@ class Router:
         #: The seam to other processes; the default has none.
         self.bus: Bus = Bus()
         self._idle: list[Deferred] = []
-        self.metrics.track(lambda: len(self.links), lambda: len(self.sessions),
+        self.metrics.track(lambda: len(self.links), self.local_sessions,
                            lambda: len(self.rooms))
 
     # -- connections ---------------------------------------------------------
@@ -66,6 +66,10 @@ class Router:
             waiters, self._idle = self._idle, []
             for d in waiters:
                 d.callback(None)
+
+    def local_sessions(self) -> int:
+        """Sessions of this process (``sessions`` also mirrors other processes')."""
+        return len(self.sessions) - self.bus.remote_sessions()
 
     def when_idle(self) -> Deferred:
         """Fires once no connection is open."""

@@ -50,7 +50,6 @@ class SympleServer:
             store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
             self.router.bus = RedisBus(self.router, address, settings.key_prefix,
                                        settings.node_timeout, reactor)
-            self.health.checks.append(self.router.bus.problem)
             self.router.bus.start()
             self.broadcast = BroadcastSubscriber(self.router, address,
                                                  settings.key_prefix + "broadcast", reactor)
@@ -69,9 +68,11 @@ class SympleServer:
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
     def _redis_problem(self) -> Optional[str]:
-        """``/healthz`` turns 503 while no connection to Redis is up."""
+        """``/healthz`` turns 503 while the store's pool or the cluster bus has no Redis."""
         factory = getattr(self.redis, "_factory", None)  # txredisapi's pool
         if factory is not None and not getattr(factory, "size", 0):
+            return "redis unreachable"
+        if self.router.bus.problem():
             return "redis unreachable"
         return None
 

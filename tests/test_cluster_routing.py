@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.cluster_support import (InProcessCluster, PeersMixin, RedisServer, eventually,
-                                   require_redis_server)
+                                   metric_sum, require_redis_server)
 
 
 def is_message(text: str):
@@ -258,3 +258,20 @@ class StoredSessionTests(ClusterTestCase):
         bob.send_json({"type": "message", "to": "staff", "data": "hello staff"})
         got = yield alice.expect(is_message("hello staff"))
         self.assertEqual(got["from"], bob.address)
+
+
+class CountTests(ClusterTestCase):
+    nodes = 2
+
+    @defer.inlineCallbacks
+    def test_peer_counts_are_per_process(self):
+        alice = yield self.on(0, "alice", rooms=["lobby"])
+        bob = yield self.on(1, "bob", rooms=["lobby"])
+        carol = yield self.on(1, "carol", rooms=["lobby"])
+        yield alice.expect(presence_of(bob, True))
+        yield alice.expect(presence_of(carol, True))
+        for server, local in zip(self.cluster.servers, (1, 2)):
+            self.assertEqual(len(server.router.sessions), 3)
+            self.assertEqual(server.health.status()[1]["peers"], local)
+            self.assertEqual(metric_sum(server.metrics.render().decode(), "symple_peers"), local)
+            self.assertEqual(metric_sum(server.metrics.render().decode(), "symple_bus_nodes"), 2)

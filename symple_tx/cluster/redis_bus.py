@@ -134,8 +134,11 @@ class RedisBus(Bus):
         return gatherResults([self.publisher.stop(), self.subscriber.stop()],
                              consumeErrors=True).addErrback(lambda _: None)
 
+    def remote_sessions(self) -> int:
+        return self.membership.remote_sessions()
+
     def problem(self) -> Optional[str]:
-        return None if self.up else "redis bus unreachable"
+        return None if self.up else "redis unreachable (cluster bus)"
 
     # -- connection state (from ``Connection``) ------------------------------------
 
