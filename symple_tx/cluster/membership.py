@@ -81,13 +81,17 @@ class Membership:
             return
         if session_id in self.router.sessions:
             raise ValueError(f"session id {session_id!r} is already in use")
-        identity = Identity(user=_text(state, "user"), name=_text(state, "name"),
-                            peer_type=state.get("type") if isinstance(state.get("type"), str)
-                            else None)
+        user = _text(state, "user")
+        if "|" in user:
+            raise ValueError(f"invalid user {user!r}")
+        rooms = [user, *check_rooms(state.get("rooms"))]
+        peer_type = state.get("type")
+        identity = Identity(user=user, name=_text(state, "name"),
+                            peer_type=peer_type if isinstance(peer_type, str) else None)
         session = Session(NO_LINK, identity, _text(state, "host"), session_id, node.id)
         session.presence = _presence(state, session)
         node.sessions[session_id] = session
-        self.router.admit(session, [session.user, *check_rooms(state.get("rooms"))])
+        self.router.admit(session, rooms)
 
     def close(self, node: Node, session_id: Any) -> None:
         session = node.sessions.pop(session_id, None) if isinstance(session_id, str) else None
