@@ -1,1 +1,1 @@
-"""End-to-end tests of the demo web app in headless Chromium (``tox -e browser``)."""
+"""End-to-end tests of the demo web app in headless Chromium (``tox -- tests.browser``)."""
