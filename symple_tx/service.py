@@ -48,7 +48,8 @@ class SympleServer:
             address = RedisAddress.parse(settings.redis_url)
             self.redis = address.connect()
             store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
-            self.router.bus = RedisBus(self.router, address, settings.key_prefix,
+            cluster_prefix = settings.cluster_prefix or settings.key_prefix + "cluster:"
+            self.router.bus = RedisBus(self.router, address, cluster_prefix,
                                        settings.node_timeout, reactor)
             self.router.bus.start()
             self.broadcast = BroadcastSubscriber(self.router, address,

@@ -39,6 +39,41 @@ class ProcessClusterTestCase(PeersMixin, unittest.TestCase):
         return alice, bob
 
 
+class RoutingAcrossProcessesTests(ProcessClusterTestCase):
+    count = 3
+
+    @defer.inlineCallbacks
+    def test_routing_and_presence_with_peers_on_three_processes(self):
+        alice = yield self.on(0, "alice", rooms=["lobby"])
+        bob = yield self.on(1, "bob", rooms=["lobby"])
+        carol = yield self.on(2, "carol", rooms=["lobby"])
+        dave = yield self.on(2, "dave")
+        for peer, others in ((alice, (bob, carol)), (bob, (alice, carol)),
+                             (carol, (alice, bob))):
+            for other in others:  # snapshots come in no particular order
+                yield received(peer, presence_of(other, True))
+        alice.send_json({"type": "message", "data": "to all"})
+        yield bob.expect(is_message("to all"))
+        yield carol.expect(is_message("to all"))
+        bob.send_json({"type": "message", "to": carol.session_id, "data": "direct"})
+        yield carol.expect(is_message("direct"))
+        dave.send_json({"type": "join", "room": "lobby"})
+        for peer in (alice, bob, carol):
+            yield peer.expect(presence_of(dave, True))
+        for peer in (alice, bob):
+            yield received(dave, presence_of(peer, True))
+        dave.send_json({"type": "leave", "room": "lobby"})
+        yield alice.expect(presence_of(dave, False))
+        yield bob.expect(presence_of(dave, False))
+        bob.send_json({"type": "close"})
+        yield alice.expect(presence_of(bob, False))
+        yield carol.expect(presence_of(bob, False))
+        alice.send_json({"type": "message", "to": carol.address, "data": "marker"})
+        yield carol.expect(is_message("marker"))
+        self.assertEqual(sum(1 for f in carol.received if is_message("to all")(f)), 1)
+        self.assertEqual(sum(1 for f in carol.received if presence_of(bob, False)(f)), 1)
+
+
 class FailureTests(ProcessClusterTestCase):
     count = 3
 
@@ -108,6 +143,11 @@ class RedisOutageTests(ProcessClusterTestCase):
             self.assertEqual(got["from"], "backend")
         reconnects = yield self.processes[0].metric("symple_bus_reconnects_total")
         self.assertGreaterEqual(reconnects, 1)
+
+
+def received(peer, match) -> defer.Deferred:
+    """Fires once ``peer`` has received a frame that matches, in any order."""
+    return eventually(lambda: any(match(f) for f in peer.received), what="a frame")
 
 
 @defer.inlineCallbacks

@@ -157,11 +157,15 @@ class PresenceTests(ClusterTestCase):
         alice = yield self.on(0, "alice", rooms=["lobby"])
         bob = yield self.on(1, "bob", rooms=["lobby"])
         yield alice.expect(presence_of(bob, True))
-        alice.send_json({"type": "presence", "probe": True, "data": {}})
+        alice.send_json({"type": "presence", "probe": True, "data": {"status": "probing"}})
         answer = yield alice.expect(presence_of(bob, True))
         self.assertEqual(answer["from"], bob.address)
-        forwarded = yield bob.expect(presence_of(alice, True))
-        self.assertFalse(forwarded["probe"])
+        forwarded = yield bob.expect(lambda f: f.get("type") == "presence"
+                                     and f["data"].get("status") == "probing")
+        self.assertEqual(forwarded["from"], alice.address)
+        self.assertNotIn("probe", forwarded)
+        self.assertEqual(count(alice, lambda f: f.get("type") == "presence"
+                               and f["data"].get("status") == "probing"), 0)
 
     @defer.inlineCallbacks
     def test_join_and_leave_across_processes(self):

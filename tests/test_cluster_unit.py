@@ -45,10 +45,10 @@ class CodecTests(unittest.TestCase):
         self.assertEqual(codec.parse_delivery(message), ("message", ["id1", "id2"], payload))
 
     def test_names_stay_apart_from_the_gem_names(self):
-        channels = codec.Channels("symple:")
+        channels = codec.Channels()
         for name in (channels.control, channels.node("abc"), channels.alive_key("abc")):
             self.assertTrue(name.startswith("symple:cluster:"), name)
-        self.assertEqual(codec.Channels("app:").control, "app:cluster:control")
+        self.assertEqual(codec.Channels("app:cluster:").control, "app:cluster:control")
 
     def test_parse_event_refuses_non_events(self):
         for message in (b"", b"[1]", b'{"op": 1, "node": "x"}', b'{"op": "beat"}', b"\xff"):

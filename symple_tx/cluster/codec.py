@@ -26,22 +26,22 @@ DELIVERY = ord("d")
 
 @dataclass(frozen=True)
 class Channels:
-    """Channel and key names under the configurable prefix (default ``symple:``)."""
+    """The cluster's channel and key names, under its prefix (default ``symple:cluster:``)."""
 
-    prefix: str = "symple:"
+    prefix: str = "symple:cluster:"
 
     @property
     def control(self) -> str:
         """Every process: membership changes, heartbeats, syncs, goodbyes."""
-        return self.prefix + "cluster:control"
+        return self.prefix + "control"
 
     def node(self, node_id: str) -> str:
         """One process: deliveries for its sessions and sync replies."""
-        return self.prefix + "cluster:node:" + node_id
+        return self.prefix + "node:" + node_id
 
     def alive_key(self, node_id: str) -> str:
         """A key refreshed with each heartbeat and expiring with the node timeout."""
-        return self.prefix + "cluster:alive:" + node_id
+        return self.prefix + "alive:" + node_id
 
 
 def delivery(kind: str, session_ids: Iterable[str], payload: bytes) -> bytes:

@@ -2,9 +2,9 @@
 
 Layout (docs/clustering.md explains the choice):
 
-* ``<prefix>cluster:control`` — every process: its sessions' changes,
+* ``<prefix>control`` — every process: its sessions' changes,
   heartbeats, full-state syncs and goodbyes;
-* ``<prefix>cluster:node:<id>`` — one process: the routed frames that have
+* ``<prefix>node:<id>`` — one process: the routed frames that have
   recipients there (one publish per process, whatever the recipient count)
   and sync replies addressed to it;
 
@@ -69,7 +69,7 @@ class BusMetrics:
 class RedisBus(Bus):
     """Connects this process's router to the others through Redis pub/sub."""
 
-    def __init__(self, router: Router, address: RedisAddress, prefix: str = "symple:",
+    def __init__(self, router: Router, address: RedisAddress, prefix: str = "symple:cluster:",
                  node_timeout: float = NODE_TIMEOUT, reactor: Any = None,
                  node_id: Optional[str] = None) -> None:
         if reactor is None:
