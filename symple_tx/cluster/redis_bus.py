@@ -126,8 +126,11 @@ class RedisBus(Bus):
         d = protocol.publish(self._control, codec.event("bye", self.node))
         d.addCallback(lambda _: protocol.delete(self.channels.alive_key(self.node)))
         timer = self.reactor.callLater(BYE_TIMEOUT, d.cancel)
-        d.addBoth(lambda result: (timer.active() and timer.cancel(), None)[1])
-        return d
+
+        def done(_: Any) -> None:  # said or not, we are going
+            if timer.active():
+                timer.cancel()
+        return d.addBoth(done)
 
     def _disconnect(self) -> Deferred:
         self.up = False
