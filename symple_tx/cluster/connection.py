@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 import txredisapi
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint
 
 from ..redis_store import RedisAddress
 
@@ -63,11 +62,7 @@ class Connection:
         factory.maxDelay = MAX_DELAY
         factory.owner = self
         self.factory = factory
-        if address.unix_path:
-            self.endpoint: Any = UNIXClientEndpoint(reactor, address.unix_path)
-        else:
-            tls = txredisapi.ssl.ClientContextFactory() if address.tls else None
-            self.endpoint = txredisapi._makeEndpoint(address.host, address.port, 5, tls)
+        self.endpoint = address.endpoint(reactor)
 
     def start(self) -> None:
         self.factory.startConnecting(self.endpoint)
