@@ -87,7 +87,7 @@ class FailureTests(ProcessClusterTestCase):
         yield alice.expect(presence_of(bob, False))
         yield carol.expect(presence_of(bob, False))
         elapsed = reactor.seconds() - killed_at
-        self.assertLess(elapsed, NODE_TIMEOUT + 0.5)
+        self.assertLess(elapsed, NODE_TIMEOUT + 1.0)  # the bound, plus scheduling slack
         # the survivors still talk to each other
         alice.send_json({"type": "message", "data": "still here"})
         yield carol.expect(is_message("still here"))
