@@ -35,8 +35,9 @@ def _listening(port: int) -> bool:
 class RedisServer:
     """A redis-server of our own on a free port, so a test may stop and restart it."""
 
-    def __init__(self) -> None:
+    def __init__(self, password: Optional[str] = None) -> None:
         self.port = free_port()
+        self.password = password
         self.process: Optional[subprocess.Popen] = None
         self.directory = tempfile.mkdtemp(prefix="symple-redis-")
 
@@ -45,9 +46,10 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> defer.Deferred:
+        auth = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.directory],
+             "--save", "", "--appendonly", "no", "--dir", self.directory, *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return eventually(lambda: _listening(self.port), what="redis-server to listen")
 
@@ -66,7 +68,8 @@ class RedisServer:
 
     def command(self, *args: str) -> str:
         """Run one redis-cli command against it (test set-up only)."""
-        return subprocess.run(["redis-cli", "-p", str(self.port), *args], check=True,
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
+        return subprocess.run(["redis-cli", "-p", str(self.port), *auth, *args], check=True,
                               capture_output=True, text=True, timeout=5).stdout
 
 

@@ -279,3 +279,31 @@ class CountTests(ClusterTestCase):
             self.assertEqual(server.health.status()[1]["peers"], local)
             self.assertEqual(metric_sum(server.metrics.render().decode(), "symple_peers"), local)
             self.assertEqual(metric_sum(server.metrics.render().decode(), "symple_bus_nodes"), 2)
+
+
+class PasswordAndDatabaseTests(ClusterTestCase):
+    """A URL with a password and a database number reaches the same cluster."""
+
+    nodes = 2
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_redis_server(self)
+        self.redis = RedisServer(password="s3cret:/@")
+        self.addCleanup(self.redis.cleanup)
+        yield self.redis.start()
+        url = f"redis://:s3cret%3A%2F%40@127.0.0.1:{self.redis.port}/3"
+        self.cluster = InProcessCluster(url, self.nodes)
+        self.addCleanup(self.cluster.stop)
+        yield self.cluster.start()
+        yield eventually(lambda: self.cluster.nodes_known(self.nodes), what="nodes to meet")
+
+    @defer.inlineCallbacks
+    def test_message_crosses(self):
+        alice = yield self.on(0, "alice", rooms=["lobby"])
+        bob = yield self.on(1, "bob", rooms=["lobby"])
+        yield alice.expect(presence_of(bob, True))
+        alice.send_json({"type": "message", "data": "with a password"})
+        yield bob.expect(is_message("with a password"))
+        alive = self.redis.command("-n", "3", "KEYS", "symple:cluster:alive:*").split()
+        self.assertEqual(len(alive), 2)
