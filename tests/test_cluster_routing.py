@@ -307,3 +307,22 @@ class PasswordAndDatabaseTests(ClusterTestCase):
         yield bob.expect(is_message("with a password"))
         alive = self.redis.command("-n", "3", "KEYS", "symple:cluster:alive:*").split()
         self.assertEqual(len(alive), 2)
+
+
+class StopWithoutRedisTests(ClusterTestCase):
+    nodes = 2
+
+    @defer.inlineCallbacks
+    def test_local_traffic_and_stop_without_redis(self):
+        alice = yield self.on(0, "alice", rooms=["lobby"])
+        carol = yield self.on(0, "carol", rooms=["lobby"])
+        server = self.cluster.servers[0]
+        yield self.redis.stop()
+        yield eventually(lambda: not server.router.bus.up, what="the bus to notice")
+        code, body = server.health.status()
+        self.assertEqual((code, body["problems"]), (503, ["redis unreachable"]))
+        alice.send_json({"type": "message", "data": "still local"})
+        yield carol.expect(is_message("still local"))
+        started = server.reactor.seconds()
+        yield self.cluster.services[0].stopService()
+        self.assertLess(server.reactor.seconds() - started, 5)
