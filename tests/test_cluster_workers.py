@@ -5,16 +5,20 @@ from __future__ import annotations
 import os
 
 import orjson
-from twisted.internet import defer
+from twisted.internet import defer, reactor, ssl
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
+from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from symple_tx.cluster.connection import Connection
 from symple_tx.redis_store import RedisAddress
 from symple_tx.tap import SympleOptions
 from tests.cluster_support import (SOURCE_ROOT, PeersMixin, RedisServer, eventually,
                                    require_redis_server)
-from tests.support import clean_environment, free_port, spawn_twistd, wait_serving
+from tests.support import (clean_environment, free_port, http_get, self_signed_cert,
+                           spawn_twistd, wait_serving)
 from tests.test_cluster_routing import is_message
+from tests.test_tls import _LoopbackPolicy
 
 
 class OptionTests(unittest.TestCase):
@@ -142,3 +146,43 @@ def alive(pid: int) -> bool:
             return "zombie" not in f.read()
     except FileNotFoundError:
         return False
+
+
+class TlsWorkersTests(unittest.TestCase):
+    @defer.inlineCallbacks
+    def test_workers_serve_tls_on_the_inherited_socket(self):
+        require_redis_server(self)
+        redis = RedisServer()
+        self.addCleanup(redis.cleanup)
+        yield redis.start()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key, cert = self_signed_cert(directory)
+        port = free_port()
+        process = spawn_twistd(
+            self, ["symple", "--workers", "2", "--redis", redis.url, "--no-demo",
+                   "--listen", f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
+            env=clean_environment(PYTHONPATH=SOURCE_ROOT))
+        with open(cert, "rb") as f:
+            policy = _LoopbackPolicy(BrowserLikePolicyForHTTPS(
+                trustRoot=ssl.Certificate.loadPEM(f.read())))
+        answers = []
+
+        @defer.inlineCallbacks
+        def ask():
+            try:
+                code, _, body = yield http_get(f"https://127.0.0.1:{port}/healthz",
+                                               context=policy)
+            except Exception:
+                return
+            if code == 200:
+                answers.append(orjson.loads(body))
+
+        deadline = reactor.seconds() + 20
+        while not answers:
+            self.assertFalse(process.ended.called, process.text)
+            self.assertLess(reactor.seconds(), deadline, "no answer over TLS")
+            yield ask()
+            if not answers:
+                yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(answers[0]["status"], "ok")
