@@ -23,6 +23,7 @@ MAX_DELAY = 4.0
 
 
 def _notifying(base: type) -> type:
+    """A txredisapi protocol class that reports ready/lost/messages to its ``Connection``."""
     class Protocol(base):  # type: ignore[misc, valid-type]
         def connectionMade(self) -> Any:
             self.whenConnected().addCallback(self.factory.owner._ready)
