@@ -326,3 +326,33 @@ class StopWithoutRedisTests(ClusterTestCase):
         started = server.reactor.seconds()
         yield self.cluster.services[0].stopService()
         self.assertLess(server.reactor.seconds() - started, 5)
+
+
+class ScalingTests(ClusterTestCase):
+    """A routed frame costs one publish per process with recipients, and reaches no other."""
+
+    @defer.inlineCallbacks
+    def test_one_publish_per_process_with_recipients(self):
+        sender = yield self.on(0, "sender", rooms=["room"])
+        receivers = []
+        for number in range(4):
+            peer = yield self.on(1, f"r{number}", rooms=["room"])
+            receivers.append(peer)
+        bystander = yield self.on(2, "bystander", rooms=["elsewhere"])
+        for peer in receivers:
+            yield sender.expect(presence_of(peer, True))
+
+        def deliveries(index: int, name: str) -> float:
+            text = self.cluster.servers[index].metrics.render().decode()
+            return metric_sum(text, f'symple_bus_{name}_total{{kind="delivery"}}')
+
+        before = [(deliveries(i, "publishes"), deliveries(i, "receives")) for i in range(3)]
+        for number in range(10):
+            sender.send_json({"type": "message", "data": f"m{number}"})
+        for peer in receivers:
+            yield peer.expect(is_message("m9"))
+        after = [(deliveries(i, "publishes"), deliveries(i, "receives")) for i in range(3)]
+        self.assertEqual(after[0][0] - before[0][0], 10)  # not 40
+        self.assertEqual(after[1][1] - before[1][1], 10)
+        self.assertEqual(after[2][1] - before[2][1], 0)
+        self.assertEqual(count(bystander, lambda f: f.get("type") == "message"), 0)
