@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import orjson
+from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
-from symple_tx.cluster import RedisBus, codec
+from symple_tx.cluster import RedisBus, codec, redis_bus
 from symple_tx.redis_store import RedisAddress
 
 from tests.fakes import connect, make_router
@@ -136,3 +137,29 @@ class MembershipTests(unittest.TestCase):
         self.alice_link.take()
         self.bus.hear(self.control, "close", "me", id=self.alice.id)
         self.assertIn(self.alice.id, self.bus.router.sessions)
+
+
+class _SilentRedis:
+    """A publishing connection whose Redis never answers."""
+
+    def __init__(self) -> None:
+        self.replyQueue: DeferredQueue = DeferredQueue()
+        self.published = 0
+
+    def publish(self, channel: str, message: bytes) -> Deferred:
+        self.published += 1
+        d = Deferred()
+        self.replyQueue.waiting.append(d)
+        return d
+
+
+class BackpressureTests(unittest.TestCase):
+    def test_publishes_stop_queueing_when_redis_stops_answering(self):
+        self.patch(redis_bus, "MAX_IN_FLIGHT", 5)
+        bus = RedisBus(make_router(), RedisAddress(), node_id="me", reactor=Clock())
+        silent = _SilentRedis()
+        bus.publisher.protocol = silent
+        for _ in range(8):
+            bus.forward({"other": ["x"]}, b"{}", "message")
+        self.assertEqual(silent.published, 5)
+        self.assertEqual(bus.metrics.lost.labels("delivery")._value.get(), 3)

@@ -40,6 +40,8 @@ log = Logger()
 NODE_TIMEOUT = 15.0
 #: Seconds to wait for the goodbye to reach Redis when stopping.
 BYE_TIMEOUT = 2.0
+#: Publishes Redis has not acknowledged yet; beyond this, messages are dropped.
+MAX_IN_FLIGHT = 100_000
 
 
 class BusMetrics:
@@ -188,6 +190,10 @@ class RedisBus(Bus):
         if protocol is None or self._leaving:
             if not self._leaving:
                 self.metrics.lost.labels(kind).inc()
+            return
+        if len(protocol.replyQueue.waiting) >= MAX_IN_FLIGHT:
+            # Redis stopped answering: drop rather than queue without bound.
+            self.metrics.lost.labels(kind).inc()
             return
         self.metrics.sent[kind].inc()
         protocol.publish(channel, message).addErrback(self._publish_failed, kind)
