@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 from twisted.internet import defer, reactor
+from twisted.internet.task import LoopingCall
 from twisted.trial import unittest
 
 from tests.cluster_support import (Node, PeersMixin, RedisServer, eventually,
@@ -143,6 +144,50 @@ class RedisOutageTests(ProcessClusterTestCase):
             self.assertEqual(got["from"], "backend")
         reconnects = yield self.processes[0].metric("symple_bus_reconnects_total")
         self.assertGreaterEqual(reconnects, 1)
+
+
+    @defer.inlineCallbacks
+    def test_traffic_through_a_redis_restart(self):
+        """Local frames all arrive; frames across processes arrive at most once."""
+        alice, bob = yield self.connected_pair(0, 1)
+        carol = yield self.on(0, "carol", rooms=["lobby"])
+        yield bob.expect(presence_of(carol, True))
+        numbers = iter(range(10_000))
+        sent: list[str] = []
+
+        def send() -> None:
+            text = f"n{next(numbers)}"
+            sent.append(text)
+            alice.send_json({"type": "message", "data": text})
+
+        stream = LoopingCall(send)
+        stream.start(0.1)
+        self.addCleanup(lambda: stream.running and stream.stop())
+        yield eventually(lambda: len(sent) >= 5, what="traffic before the outage")
+        yield self.redis.stop()
+        yield alice.expect(presence_of(bob, False))
+        yield self.redis.start()
+        yield bob.expect(presence_of(alice, True))
+        yield alice.expect(presence_of(bob, True))  # alice's process routes to bob again
+        first_after = len(sent)
+        yield eventually(lambda: len(sent) >= first_after + 5, what="traffic after recovery")
+        stream.stop()
+        yield self.marker_to(alice, carol, bob)
+        got_by = {peer: [f["data"] for f in peer.received if f.get("type") == "message"
+                         and f["data"] in sent] for peer in (carol, bob)}
+        self.assertEqual(got_by[carol], sent)  # local: every frame, in order, once
+        self.assertEqual(len(got_by[bob]), len(set(got_by[bob])))  # remote: at most once
+        self.assertEqual(got_by[bob], sorted(got_by[bob], key=sent.index))
+        self.assertTrue(set(sent[first_after:]) <= set(got_by[bob]),
+                        "frames sent after recovery were lost")
+        self.assertEqual([f for p in (alice, bob, carol) for f in p.received
+                          if f.get("type") == "error"], [])
+
+    @defer.inlineCallbacks
+    def marker_to(self, sender, *peers):
+        for peer in peers:
+            sender.send_json({"type": "message", "to": peer.address, "data": "end"})
+            yield peer.expect(is_message("end"))
 
 
 def received(peer, match) -> defer.Deferred:
