@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson  # noqa: E402
 
 import wsload  # noqa: E402
-from serverproc import (HOST, ServerProcess, cpu_seconds, echo_command, free_port,  # noqa: E402
-                        machine, symple_command)
+from serverproc import (HOST, ServerProcess, cpu_seconds, die_with_parent,  # noqa: E402
+                        echo_command, free_port, machine, symple_command)
 
 CTX = multiprocessing.get_context("fork")
 
@@ -70,8 +70,9 @@ class Workers:
 
     def spawn(self, target: Callable[..., None], *args: Any) -> Any:
         parent, child = CTX.Pipe()
-        proc = CTX.Process(target=target, args=(child, *args), daemon=True)
+        proc = CTX.Process(target=_worker, args=(target, parent, child, *args), daemon=True)
         proc.start()
+        child.close()
         self.items.append((proc, parent))
         return parent
 
@@ -101,18 +102,30 @@ class Workers:
                 proc.join()
 
 
+def _worker(target: Callable[..., None], parent: Any, child: Any, *args: Any) -> None:
+    """A load-generator process: it ends with the controller, however that ends."""
+    die_with_parent()
+    parent.close()
+    target(child, *args)
+
+
 def ask(pipes: list[Any], command: tuple, timeout: float) -> list[dict]:
     """Send one command to every worker, then collect every answer."""
     for pipe in pipes:
         pipe.send(command)
+    return answers(pipes, command[0], timeout)
+
+
+def answers(pipes: list[Any], step: str, timeout: float) -> list[dict]:
+    """Collect one answer from every worker; a worker's error fails the run."""
     results = []
     deadline = time.monotonic() + timeout
     for pipe in pipes:
         if not pipe.poll(max(0.0, deadline - time.monotonic())):
-            raise RuntimeError(f"load generator gave no answer to {command[0]!r} in {timeout}s")
+            raise RuntimeError(f"load generator gave no answer to {step!r} in {timeout}s")
         result = pipe.recv()
         if "error" in result:
-            raise RuntimeError(f"load generator failed at {command[0]!r}: {result['error']}")
+            raise RuntimeError(f"load generator failed at {step!r}: {result['error']}")
         results.append(result)
     return results
 
@@ -270,7 +283,7 @@ def bench_fanout(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
             for pipe in receivers:
                 pipe.send(("receive", sizes.messages * size))
             sent = ask([sender], ("send", sizes.messages), 130)[0]
-            got = ask_answers(receivers, 130)
+            got = answers(receivers, "receive", 130)
         finally:
             cpu = server.cpu_seconds() - cpu_before
             load = workers.cpu_seconds() - load_before
@@ -280,20 +293,6 @@ def bench_fanout(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
     return {"fanout_fps": frames / elapsed, "fanout_cpu_per_100k": cpu * 100000 / frames,
             "fanout_util": cpu / elapsed, "fanout_load_util": load / elapsed,
             "fanout_frame_bytes": size}
-
-
-def ask_answers(pipes: list[Any], timeout: float) -> list[dict]:
-    """Collect answers to commands already sent."""
-    results = []
-    deadline = time.monotonic() + timeout
-    for pipe in pipes:
-        if not pipe.poll(max(0.0, deadline - time.monotonic())):
-            raise RuntimeError(f"load generator gave no answer in {timeout}s")
-        result = pipe.recv()
-        if "error" in result:
-            raise RuntimeError(f"load generator failed: {result['error']}")
-        results.append(result)
-    return results
 
 
 def bench_rtt(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
@@ -417,6 +416,8 @@ def main() -> int:
     if args.window:
         sizes.window = args.window
     raise_fd_limit()
+    # SIGTERM unwinds like Ctrl-C, so servers and load generators are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     info = machine()
     print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
           f"load average {' '.join(f'{x:.2f}' for x in info['loadavg'])}")

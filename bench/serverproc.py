@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import signal
@@ -17,12 +18,21 @@ from typing import Optional
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def die_with_parent() -> None:
+    """In the child: get SIGTERM if the benchmark dies without stopping us."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,7 +91,7 @@ class ServerProcess:
     def start(self, timeout: float = 90.0) -> None:
         self.proc = subprocess.Popen(self.command, cwd=self.cwd, stdout=self.log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=self.env)
+                                     env=self.env, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
