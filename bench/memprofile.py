@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -81,7 +80,9 @@ def main() -> None:
     run.raise_fd_limit()
     port = free_port()
     out = f"/tmp/symple-memprofile-{os.getpid()}.txt"
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), out] + (["--echo"] if args.echo else [])
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), out]
+    if args.echo:
+        command.append("--echo")
     n = args.connections
     with ServerProcess(command, port, args.server_path) as server, run.Workers() as workers:
         warm = workers.spawn(wsload.connect_worker, HOST, port, 900000, 50, 16, 30.0, args.echo)

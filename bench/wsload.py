@@ -491,8 +491,9 @@ def rtt_worker(pipe: Any, host: str, port: int, timeout: float, echo: bool,
                             if opcode != OP_TEXT:
                                 continue
                             request = orjson.loads(payload)
-                            resp_sock.send(client_frame(b'{"type":"message","to":"%s","id":%d}'
-                                                        % (request["from"].encode(), request["id"])))
+                            answer = b'{"type":"message","to":"%s","id":%d}' % (
+                                request["from"].encode(), request["id"])
+                            resp_sock.send(client_frame(answer))
                         continue
                     if not _recv_all(req_sock, req_buf):
                         raise LoadError("server closed the requester")
