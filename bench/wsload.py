@@ -418,19 +418,27 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def rtt_worker(pipe: Any, host: str, port: int, timeout: float, echo: bool) -> None:
+def rtt_worker(pipe: Any, host: str, port: int, timeout: float, echo: bool,
+               responder_port: Optional[int] = None) -> None:
     """A requester and a responder peer in one process (one core for the generator).
 
     ``run`` sends requests open-loop at ``rate``/s for ``seconds`` (after
     ``warmup`` seconds not counted) and returns the round-trip percentiles.
     Against the echo baseline the server itself answers, so there is no responder.
+    With ``responder_port`` the responder connects to that server instead.
     """
     state: dict[str, Any] = {}
 
     def connect() -> dict:
-        requester, responder = connect_many(
-            host, port, [auth_frame("req", ["rtt"]), auth_frame("resp", ["rtt"])],
-            2, time.monotonic() + timeout, echo)
+        if responder_port is None:  # both on one server
+            requester, responder = connect_many(
+                host, port, [auth_frame("req", ["rtt"]), auth_frame("resp", ["rtt"])],
+                2, time.monotonic() + timeout, echo)
+        else:  # the responder on another process of a cluster
+            [requester] = connect_many(host, port, [auth_frame("req", ["rtt"])], 1,
+                                       time.monotonic() + timeout, echo)
+            [responder] = connect_many(host, responder_port, [auth_frame("resp", ["rtt"])], 1,
+                                       time.monotonic() + timeout, echo)
         state.update(req=requester, resp=responder)
         counter = ByteCounter([requester.sock, responder.sock])
         counter.drain(0.3, time.monotonic() + timeout)  # presence of each other

@@ -14,12 +14,9 @@ from typing import Any, Optional
 
 import orjson
 import txredisapi
-from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
 from twisted.logger import Logger
 
-from .client import tcp_endpoint
 from .redis_store import RedisAddress
 from .router import Router
 
@@ -83,13 +80,7 @@ class BroadcastSubscriber:
         return d
 
     def _endpoint(self) -> Any:
-        address = self.address
-        if address.unix_path:
-            return UNIXClientEndpoint(self.reactor, address.unix_path)
-        endpoint = tcp_endpoint(self.reactor, address.host, address.port)
-        if address.tls:
-            endpoint = wrapClientTLS(ssl.optionsForClientTLS(address.host), endpoint)
-        return endpoint
+        return self.address.endpoint(self.reactor)
 
     def _ready(self, protocol: BroadcastProtocol) -> None:
         def subscribed(_: Any) -> None:

@@ -35,6 +35,11 @@ class Settings:
     trust_proxy: bool = False
     demo: bool = True
     drain_timeout: float = 10.0
+    #: Seconds after which a silent cluster process's sessions go offline.
+    node_timeout: float = 15.0
+    #: Prefix of the cluster's own channels and keys; None: ``<key_prefix>cluster:``.
+    #: Processes with different values on one Redis form separate clusters.
+    cluster_prefix: Optional[str] = None
     extra: dict = field(default_factory=dict)
 
     def origin_allowed(self, origin: Optional[str]) -> bool:

@@ -53,6 +53,19 @@ class RedisAddress:
                    username=unquote(parts.username) if parts.username else None,
                    tls=parts.scheme == "rediss")
 
+    def endpoint(self, reactor: Any) -> Any:
+        """A client endpoint for a connection of our own (TLS verifies the host)."""
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
+
+        from .client import tcp_endpoint
+        if self.unix_path:
+            return UNIXClientEndpoint(reactor, self.unix_path)
+        endpoint = tcp_endpoint(reactor, self.host, self.port)
+        if self.tls:
+            endpoint = wrapClientTLS(ssl.optionsForClientTLS(self.host), endpoint)
+        return endpoint
+
     def connect(self, poolsize: int = 4) -> Any:
         """A lazy, self-reconnecting pool; numbers stay strings ("007" is not 7)."""
         options = dict(dbid=self.db or None, poolsize=poolsize, reconnect=True,

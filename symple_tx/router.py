@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Optional
 from twisted.internet.defer import Deferred, succeed
 
 from . import wire
+from .bus import Bus
 from .config import Settings
 from .hooks import HookRefused, call_hook
 from .metrics import Metrics
@@ -45,8 +46,10 @@ class Router:
         #: WebSocket frame for the real transport); called once per fan-out.
         self.encode: Callable[[bytes], Any] = _identity
         self.draining = False
+        #: The seam to other processes; the default has none.
+        self.bus: Bus = Bus()
         self._idle: list[Deferred] = []
-        self.metrics.track(lambda: len(self.links), lambda: len(self.sessions),
+        self.metrics.track(lambda: len(self.links), self.local_sessions,
                            lambda: len(self.rooms))
 
     # -- connections ---------------------------------------------------------
@@ -64,6 +67,10 @@ class Router:
             for d in waiters:
                 d.callback(None)
 
+    def local_sessions(self) -> int:
+        """Sessions of this process (``sessions`` also mirrors other processes')."""
+        return len(self.sessions) - self.bus.remote_sessions()
+
     def when_idle(self) -> Deferred:
         """Fires once no connection is open."""
         if not self.links:
@@ -77,16 +84,26 @@ class Router:
     def open_session(self, link: Link, identity: Identity, host: str) -> Session:
         """Admit an authenticated peer: welcome, snapshot, announce."""
         session = Session(link, identity, host)
+        self.admit(session, [identity.user, *identity.rooms])
+        self.bus.opened(session)
+        return session
+
+    def admit(self, session: Session, rooms: Iterable[str]) -> None:
+        """Add a session (local, or another process's) and send the presence it implies.
+
+        Frames for a session of another process are not sent here: its own
+        process sends them.
+        """
         self.sessions[session.id] = session
-        rooms = list(dict.fromkeys([identity.user, *identity.rooms]))
+        rooms = list(dict.fromkeys(rooms))
         for room in rooms:
             self._add(session, room)
         seen = self.visible(session)
-        self.send(session, wire.welcome(session.peer(), rooms), "welcome")
-        for peer in seen:
-            self.send(session, peer.online_frame(), "presence")
+        if session.node is None:
+            self.send(session, wire.welcome(session.peer(), rooms), "welcome")
+            for peer in seen:
+                self.send(session, peer.online_frame(), "presence")
         self.fanout(seen, session.online_frame(), "presence")
-        return session
 
     def close_session(self, session: Session) -> None:
         """Forget a session and announce it offline, exactly once."""
@@ -97,6 +114,8 @@ class Router:
         for room in list(session.rooms):
             self._remove(session, room)
         del self.sessions[session.id]
+        if session.node is None:
+            self.bus.closed(session)
         if not self.draining:
             self.fanout(seen, session.offline_frame(), "presence")
 
@@ -127,19 +146,52 @@ class Router:
     # -- delivery ------------------------------------------------------------
 
     def send(self, session: Session, payload: bytes, kind: str) -> None:
+        if session.node is not None:
+            return  # its own process sends what it needs
         session.link.send(self.encode(payload))
         self.metrics.frames_out[kind].inc()
 
-    def fanout(self, recipients: Iterable[Session], payload: bytes, kind: str) -> None:
-        """Encode once, hand the same frame to every recipient."""
+    def fanout(self, recipients: Iterable[Session], payload: bytes, kind: str,
+               forward: bool = False) -> None:
+        """Encode once, hand the same frame to every local recipient.
+
+        With ``forward``, recipients on other processes get it through the
+        bus (one publish per process); otherwise they are skipped, because
+        their own process derives the same frame from the same event.
+        """
         if not recipients:
             return
         frame = self.encode(payload)
         count = 0
+        remote: Optional[dict[str, list[str]]] = None
         for session in recipients:
-            session.link.send(frame)
-            count += 1
-        self.metrics.frames_out[kind].inc(count)
+            node = session.node
+            if node is None:
+                session.link.send(frame)
+                count += 1
+            elif forward:
+                if remote is None:
+                    remote = {}
+                ids = remote.get(node)
+                if ids is None:
+                    ids = remote[node] = []
+                ids.append(session.id)
+        if count:
+            self.metrics.frames_out[kind].inc(count)
+        if remote:
+            self.bus.forward(remote, payload, kind)
+
+    def deliver_forwarded(self, session_ids: Iterable[str], payload: bytes, kind: str) -> None:
+        """Deliver a frame another process routed to some of our sessions."""
+        sessions = self.sessions
+        recipients = []
+        for session_id in session_ids:
+            session = sessions.get(session_id)
+            if session is not None and session.node is None:
+                recipients.append(session)
+            else:
+                self.metrics.drops["gone"].inc()
+        self.fanout(recipients, payload, kind)
 
     # -- frames from peers ---------------------------------------------------
 
@@ -182,12 +234,13 @@ class Router:
                 frame["data"] = session.presence
             elif isinstance(data, dict):
                 session.update_presence(data)
+                self.bus.presence(session)
             else:
                 raise ProtocolError(400, "Presence 'data' must be an object")
             if frame.pop("probe", False) is True:
                 for peer in recipients:
                     self.send(session, peer.online_frame(), "presence")
-        self.fanout(recipients, wire.dumps(frame), kind)
+        self.fanout(recipients, wire.dumps(frame), kind, forward=True)
 
     def recipients(self, session: Session, to: Any) -> Iterable[Session]:
         """Who receives a frame from ``session`` addressed ``to``."""
@@ -305,13 +358,20 @@ class Router:
         return d.addCallbacks(decided, refused)
 
     def _join(self, session: Session, room: str, frame_id: Any) -> None:
+        self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
+        if room not in session.rooms:
+            self.enter(session, room)
+            self.bus.joined(session, room)
+
+    def enter(self, session: Session, room: str) -> None:
+        """Add ``session`` to ``room``; it and the members it newly sees exchange presence."""
         before = self.visible(session)
         self._add(session, room)
-        self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
         newcomers = self.rooms[room] - before
         newcomers.discard(session)
-        for peer in newcomers:
-            self.send(session, peer.online_frame(), "presence")
+        if session.node is None:
+            for peer in newcomers:
+                self.send(session, peer.online_frame(), "presence")
         self.fanout(newcomers, session.online_frame(), "presence")
 
     def leave(self, session: Session, frame: dict) -> None:
@@ -320,15 +380,19 @@ class Router:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
         if room == session.user:
             raise ProtocolError(403, "A session cannot leave its own user room")
-        was_member = room in session.rooms
-        self._remove(session, room)
         self.send(session, wire.room_ack("leave:ok", room, frame.get("id")), "leave:ok")
-        if not was_member:
-            return
+        if room in session.rooms:
+            self.depart(session, room)
+            self.bus.left(session, room)
+
+    def depart(self, session: Session, room: str) -> None:
+        """Remove ``session`` from ``room``; pairs that no longer meet exchange offline presence."""
+        self._remove(session, room)
         lost = [m for m in self.rooms.get(room, ()) if not session.sees(m)]
         self.fanout(lost, session.offline_frame(), "presence")
-        for peer in lost:
-            self.send(session, peer.offline_frame(), "presence")
+        if session.node is None:
+            for peer in lost:
+                self.send(session, peer.offline_frame(), "presence")
 
     # -- shutdown ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from twisted.web.server import Site
 
 from .auth import Authenticator
 from .broadcast import BroadcastSubscriber
+from .cluster import RedisBus
 from .config import Settings
 from .metrics import Metrics
 from .redis_store import RedisAddress, RedisSessionStore
@@ -42,16 +43,20 @@ class SympleServer:
         self.redis: Any = None
         self.broadcast: Optional[BroadcastSubscriber] = None
         store = None
+        self.health = Health(self.router)
         if settings.redis_url:
             address = RedisAddress.parse(settings.redis_url)
             self.redis = address.connect()
             store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
+            cluster_prefix = settings.cluster_prefix or settings.key_prefix + "cluster:"
+            self.router.bus = RedisBus(self.router, address, cluster_prefix,
+                                       settings.node_timeout, reactor)
+            self.router.bus.start()
             self.broadcast = BroadcastSubscriber(self.router, address,
                                                  settings.key_prefix + "broadcast", reactor)
             self.broadcast.start()
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
-        self.health = Health(self.router)
         if self.redis is not None:
             self.health.checks.append(self._redis_problem)
         self.pages = http_root(self.router, self.health, settings.demo)
@@ -64,9 +69,11 @@ class SympleServer:
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
     def _redis_problem(self) -> Optional[str]:
-        """``/healthz`` turns 503 while no connection to Redis is up."""
+        """``/healthz`` turns 503 while the store's pool or the cluster bus has no Redis."""
         factory = getattr(self.redis, "_factory", None)  # txredisapi's pool
         if factory is not None and not getattr(factory, "size", 0):
+            return "redis unreachable"
+        if self.router.bus.problem():
             return "redis unreachable"
         return None
 
@@ -79,7 +86,12 @@ class SympleServer:
 
     @defer.inlineCallbacks
     def shutdown(self):
-        """Send the shutdown event, close every peer with 1001, wait at most the drain timeout."""
+        """Send the shutdown event, close every peer with 1001, wait at most the drain timeout.
+
+        In a cluster the other processes are told first, so they announce our
+        peers offline without waiting for each connection to close.
+        """
+        bus_stopped = self.router.bus.stop()
         idle = self.router.shutdown()
         timeout = self.reactor.callLater(self.settings.drain_timeout, idle.cancel)
         try:
@@ -90,6 +102,7 @@ class SympleServer:
                 link.transport.abortConnection()
         else:
             timeout.cancel()
+        yield bus_stopped
         if self.broadcast is not None:
             yield self.broadcast.stop()
         if self.redis is not None:

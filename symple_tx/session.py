@@ -33,11 +33,13 @@ class Session:
     """A live peer.  ``presence`` holds its latest presence data."""
 
     __slots__ = ("id", "user", "name", "host", "peer_type", "address", "rooms",
-                 "presence", "link", "_online_frame", "closed")
+                 "presence", "link", "_online_frame", "closed", "node")
 
     def __init__(self, link: Link, identity: Identity, host: str,
-                 session_id: Optional[str] = None) -> None:
+                 session_id: Optional[str] = None, node: Optional[str] = None) -> None:
         self.id = session_id or wire.new_session_id()
+        #: The process that holds the connection; None for this process.
+        self.node = node
         self.user = identity.user
         self.name = identity.name or identity.user
         self.host = host

@@ -10,6 +10,7 @@ names ``PORT``, ``REDIS_URL``, ``SYMPLE_AUTHENTICATION``,
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Mapping, Optional
 
 from OpenSSL import SSL, crypto
@@ -17,6 +18,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from .cluster.workers import Supervisor, worker_endpoints
 from .config import Settings
 from .hooks import load_callable
 from .redis_store import RedisAddress
@@ -129,6 +131,10 @@ class SympleOptions(usage.Options):
          _positive_seconds],
         ["drain-timeout", None, 10, "Seconds to wait for peers to close at shutdown.",
          _seconds],
+        ["node-timeout", None, 15, "With --redis: seconds after which the sessions of a "
+         "cluster process that went silent are announced offline.", _positive_seconds],
+        ["workers", None, 1, "Server processes sharing the listening ports (needs "
+         "--redis); dead ones are restarted.", _positive_int],
     ]
     compData = usage.Completions(optActions={"ssl-key": usage.CompleteFiles("*.pem"),
                                              "ssl-cert": usage.CompleteFiles("*.pem")})
@@ -214,6 +220,8 @@ class SympleOptions(usage.Options):
             self["listen"] = list(getattr(self, "_env_listen", []))
         self["settings"] = self.settings()
         self["endpoints"] = self.endpoints()
+        if self["workers"] > 1 and not self["settings"].redis_url:
+            raise usage.UsageError("--workers needs --redis: the workers talk through it")
 
     def settings(self) -> Settings:
         settings = Settings(
@@ -233,6 +241,7 @@ class SympleOptions(usage.Options):
             trust_proxy=bool(self["trust-proxy"]),
             demo=not self["no-demo"],
             drain_timeout=self["drain-timeout"],
+            node_timeout=self["node-timeout"],
         )
         for option, attribute in (("auth-hook", "auth_hook"), ("join-hook", "join_hook")):
             if self[option]:
@@ -296,6 +305,8 @@ class Options(SympleOptions):
     """What ``twistd symple`` parses: a bad value ends the process with one line."""
 
     def parseOptions(self, options: Optional[list] = None) -> None:
+        #: The command line, for ``--workers`` to start the workers with.
+        self.argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as exc:
@@ -315,6 +326,10 @@ class _TwistdService(SympleService):
                              f"{_one_line(exc.socketError)}") from None
 
 
-def makeService(options: SympleOptions) -> SympleService:
+def makeService(options: SympleOptions) -> Any:
+    endpoints = worker_endpoints(default_reactor, options["endpoints"])
+    if endpoints is None and options["workers"] > 1:
+        return Supervisor(options["workers"], options["endpoints"], getattr(options, "argv", []),
+                          options["settings"].drain_timeout)
     server = SympleServer(options["settings"])
-    return _TwistdService(server, options["endpoints"])
+    return _TwistdService(server, endpoints or options["endpoints"])

@@ -148,7 +148,11 @@ class ServerTestCase(unittest.TestCase):
     settings: Settings = Settings()
 
     def make_settings(self) -> Settings:
-        return Settings(**{**self.settings.__dict__})
+        settings = Settings(**{**self.settings.__dict__})
+        if settings.redis_url and settings.cluster_prefix is None:
+            # Test processes running side by side on one Redis must not form a cluster.
+            settings.cluster_prefix = f"{settings.key_prefix}test-{os.getpid()}:cluster:"
+        return settings
 
     def sample(self, name: str, **labels: str) -> float:
         """A value of the server's Prometheus metrics, 0 when never counted."""

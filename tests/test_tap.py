@@ -43,6 +43,7 @@ PARAMETERS = [
     ("ping-interval", "0", "ping_interval", 0.0),
     ("ping-timeout", "3", "ping_timeout", 3.0),
     ("drain-timeout", "4", "drain_timeout", 4.0),
+    ("node-timeout", "2.5", "node_timeout", 2.5),
 ]
 #: (flag, Settings attribute, value when the flag is given)
 FLAGS = [
@@ -63,7 +64,7 @@ class DefaultTests(unittest.TestCase):
 
     def test_every_parameter_has_a_test_here(self):
         covered = {p[0] for p in PARAMETERS} | {"port", "auth-hook", "join-hook", "ssl-key",
-                                                 "ssl-cert"}
+                                                 "ssl-cert", "workers"}
         self.assertEqual({p[0] for p in SympleOptions.optParameters}, covered)
         self.assertEqual({f[0] for f in SympleOptions.optFlags},
                          {f[0] for f in FLAGS} | {"authentication"})

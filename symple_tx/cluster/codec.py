@@ -1,0 +1,79 @@
+"""The messages processes exchange over Redis, and the channel names.
+
+Two shapes, told apart by their first byte:
+
+* a **delivery** (``d``), on the receiving process's own channel: a routed
+  frame and the ids of that process's sessions that receive it, as
+  ``d<TAB>kind<TAB>id id id<TAB>payload``.  The payload is the frame's JSON,
+  serialized once by the sending process and passed through untouched.
+* a **control event** (``{``): a JSON object with ``op`` and the sending
+  ``node``: ``open``, ``close``, ``join``, ``leave``, ``presence``, ``beat``,
+  ``sync``, ``bye``.  See docs/clustering.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+import orjson
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+DELIVERY = ord("d")
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The cluster's channel and key names, under its prefix (default ``symple:cluster:``)."""
+
+    prefix: str = "symple:cluster:"
+
+    @property
+    def control(self) -> str:
+        """Every process: membership changes, heartbeats, syncs, goodbyes."""
+        return self.prefix + "control"
+
+    def node(self, node_id: str) -> str:
+        """One process: deliveries for its sessions and sync replies."""
+        return self.prefix + "node:" + node_id
+
+    def alive_key(self, node_id: str) -> str:
+        """A key refreshed with each heartbeat and expiring with the node timeout."""
+        return self.prefix + "alive:" + node_id
+
+
+def delivery(kind: str, session_ids: Iterable[str], payload: bytes) -> bytes:
+    return b"d\t%s\t%s\t%s" % (kind.encode(), " ".join(session_ids).encode(), payload)
+
+
+def parse_delivery(message: bytes) -> tuple[str, list[str], bytes]:
+    """Raise ValueError when the message is not a delivery."""
+    tag, kind, ids, payload = message.split(b"\t", 3)
+    if tag != b"d":
+        raise ValueError("not a delivery")
+    return kind.decode(), ids.decode().split(), payload
+
+
+def event(op: str, node: str, **fields: Any) -> bytes:
+    return orjson.dumps({"op": op, "node": node, **fields})
+
+
+def parse_event(message: bytes) -> Optional[dict]:
+    """The control event, or None when the message is not one."""
+    try:
+        value = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("op"), str) \
+            or not isinstance(value.get("node"), str):
+        return None
+    return value
+
+
+def session_state(session: "Session") -> dict:
+    """What another process needs to mirror a session."""
+    return {"id": session.id, "user": session.user, "name": session.name,
+            "host": session.host, "type": session.peer_type,
+            "rooms": sorted(session.rooms), "presence": session.presence}

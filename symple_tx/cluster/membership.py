@@ -1,0 +1,174 @@
+"""This process's mirror of the sessions held by the other processes.
+
+A session of another process lives in the router like a local one (same
+room index, same routing and permission code), marked with its ``node`` and
+given a link that sends nothing.  Each change reported by its owner is
+replayed through the router's own operations (``admit``, ``enter``,
+``depart``, ``close_session``), which send presence to the *local* sessions
+whose view changed; the owner does the same for its own sessions.  Each
+process thus keeps its own clients' rosters right, with no coordination.
+
+``sync`` carries a process's full state and is applied as a difference, so
+the same code serves a newcomer, a process back from a Redis outage, and any
+event lost on the way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.logger import Logger
+
+from ..router import Router
+from ..session import Identity, Session
+from ..wire import check_rooms
+
+log = Logger()
+
+
+class _NoLink:
+    """The link of a session held by another process: its owner does the sending."""
+
+    def send(self, frame: Any) -> None:
+        pass
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+NO_LINK = _NoLink()
+
+
+class Node:
+    """Another process: when it was last heard of, and its sessions."""
+
+    __slots__ = ("id", "last_seen", "sessions")
+
+    def __init__(self, node_id: str, now: float) -> None:
+        self.id = node_id
+        self.last_seen = now
+        self.sessions: dict[str, Session] = {}
+
+
+class Membership:
+    """Applies other processes' events to the router; forgets silent processes."""
+
+    def __init__(self, router: Router, clock: Callable[[], float]) -> None:
+        self.router = router
+        self.clock = clock
+        self.nodes: dict[str, Node] = {}
+
+    def remote_sessions(self) -> int:
+        return sum(len(node.sessions) for node in self.nodes.values())
+
+    def heard(self, node_id: str) -> tuple[Node, bool]:
+        """Note that ``node_id`` is alive; the flag says whether it is new to us."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = Node(node_id, self.clock())
+            return node, True
+        node.last_seen = self.clock()
+        return node, False
+
+    # -- events ------------------------------------------------------------------
+
+    def open(self, node: Node, state: dict) -> None:
+        session_id = state.get("id")
+        if not isinstance(session_id, str):
+            raise ValueError("session state without an id")
+        if session_id in node.sessions:
+            self._update(node.sessions[session_id], state)
+            return
+        if session_id in self.router.sessions:
+            raise ValueError(f"session id {session_id!r} is already in use")
+        user = _text(state, "user")
+        if "|" in user:
+            raise ValueError(f"invalid user {user!r}")
+        rooms = [user, *check_rooms(state.get("rooms"))]
+        peer_type = state.get("type")
+        identity = Identity(user=user, name=_text(state, "name"),
+                            peer_type=peer_type if isinstance(peer_type, str) else None)
+        session = Session(NO_LINK, identity, _text(state, "host"), session_id, node.id)
+        session.presence = _presence(state, session)
+        node.sessions[session_id] = session
+        self.router.admit(session, rooms)
+
+    def close(self, node: Node, session_id: Any) -> None:
+        session = node.sessions.pop(session_id, None) if isinstance(session_id, str) else None
+        if session is not None:
+            self.router.close_session(session)
+
+    def join(self, node: Node, session_id: Any, room: Any) -> None:
+        session = self._session(node, session_id)
+        if session is not None and room not in session.rooms:
+            self.router.enter(session, check_rooms([room])[0])
+
+    def leave(self, node: Node, session_id: Any, room: Any) -> None:
+        session = self._session(node, session_id)
+        if session is not None and room in session.rooms and room != session.user:
+            self.router.depart(session, room)
+
+    def presence(self, node: Node, session_id: Any, data: Any) -> None:
+        session = self._session(node, session_id)
+        if session is not None and isinstance(data, dict):
+            session.presence = data
+            session._online_frame = None
+
+    def sync(self, node: Node, states: Iterable[dict]) -> None:
+        """Make our mirror of ``node`` equal its full state."""
+        states = [s for s in states if isinstance(s, dict)]
+        alive = {s.get("id") for s in states}
+        for session_id in [i for i in node.sessions if i not in alive]:
+            self.close(node, session_id)
+        for state in states:
+            self.open(node, state)
+
+    def drop(self, node_id: str) -> int:
+        """Forget a process that said goodbye or went silent; its sessions go offline."""
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return 0
+        for session_id in list(node.sessions):
+            self.close(node, session_id)
+        return 1
+
+    def expire(self, limit: float) -> list[str]:
+        """Drop every process not heard of for ``limit`` seconds; their ids."""
+        deadline = self.clock() - limit
+        gone = [n.id for n in self.nodes.values() if n.last_seen < deadline]
+        for node_id in gone:
+            log.warn("Process {node} went silent: announcing its sessions offline",
+                     node=node_id)
+            self.drop(node_id)
+        return gone
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _session(self, node: Node, session_id: Any) -> Optional[Session]:
+        return node.sessions.get(session_id) if isinstance(session_id, str) else None
+
+    def _update(self, session: Session, state: dict) -> None:
+        """Bring a known session's rooms and presence to ``state``."""
+        rooms = set(check_rooms(state.get("rooms")))
+        rooms.add(session.user)
+        for room in sorted(session.rooms - rooms):
+            self.router.depart(session, room)
+        for room in sorted(rooms - session.rooms):
+            self.router.enter(session, room)
+        session.presence = _presence(state, session)
+        session._online_frame = None
+
+
+def _text(state: dict, key: str) -> str:
+    value = state.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"session state without a valid {key!r}")
+    return value
+
+
+def _presence(state: dict, session: Session) -> dict:
+    presence = state.get("presence")
+    if not isinstance(presence, dict):
+        return session.presence
+    presence.update(id=session.id, user=session.user, name=session.name, online=True)
+    return presence

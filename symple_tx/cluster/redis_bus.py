@@ -1,0 +1,298 @@
+"""The Redis bus: several server processes behave as one server.
+
+Layout (docs/clustering.md explains the choice):
+
+* ``<prefix>control`` — every process: its sessions' changes,
+  heartbeats, full-state syncs and goodbyes;
+* ``<prefix>node:<id>`` — one process: the routed frames that have
+  recipients there (one publish per process, whatever the recipient count)
+  and sync replies addressed to it;
+
+The Ruby gem's ``<prefix>broadcast`` channel has its own subscriber
+(``symple_tx.broadcast``): every process delivers those frames to its own
+sessions.
+
+One publishing and one subscribed connection per process, so Redis keeps the
+order of everything one process says, on every channel, for every listener.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Callable, Optional
+
+from prometheus_client import Counter, Gauge
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from ..bus import Bus
+from ..redis_store import RedisAddress
+from ..router import Router
+from ..session import Session
+from . import codec
+from .connection import Connection
+from .membership import Membership
+
+log = Logger()
+
+#: Default seconds after which a silent process's sessions are announced offline.
+NODE_TIMEOUT = 15.0
+#: Seconds to wait for the goodbye to reach Redis when stopping.
+BYE_TIMEOUT = 2.0
+#: Publishes Redis has not acknowledged yet; beyond this, messages are dropped.
+MAX_IN_FLIGHT = 100_000
+
+
+class BusMetrics:
+    """Counters of the Redis bus, in the server's registry."""
+
+    def __init__(self, registry: Any, nodes: Callable[[], float],
+                 up: Callable[[], float]) -> None:
+        r = registry
+        self.publishes = Counter("symple_bus_publishes", "Messages published to Redis, by kind",
+                                 ["kind"], registry=r)
+        self.receives = Counter("symple_bus_receives", "Messages received from Redis, by kind",
+                                ["kind"], registry=r)
+        self.reconnects = Counter("symple_bus_reconnects",
+                                  "Times the bus came back after losing Redis", registry=r)
+        self.lost = Counter("symple_bus_lost", "Messages not published because Redis was "
+                            "unreachable, by kind", ["kind"], registry=r)
+        self.invalid = Counter("symple_bus_invalid", "Unusable messages received", registry=r)
+        self.nodes = Gauge("symple_bus_nodes", "Server processes known to be alive, this "
+                           "one included", registry=r)
+        self.nodes.set_function(nodes)
+        self.up = Gauge("symple_bus_up", "1 while the bus is connected to Redis", registry=r)
+        self.up.set_function(up)
+        self.sent = {kind: self.publishes.labels(kind) for kind in ("delivery", "control")}
+        self.got = {kind: self.receives.labels(kind) for kind in ("delivery", "control")}
+
+
+class RedisBus(Bus):
+    """Connects this process's router to the others through Redis pub/sub."""
+
+    def __init__(self, router: Router, address: RedisAddress, prefix: str = "symple:cluster:",
+                 node_timeout: float = NODE_TIMEOUT, reactor: Any = None,
+                 node_id: Optional[str] = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.router = router
+        self.node = node_id or secrets.token_hex(6)
+        self.channels = codec.Channels(prefix)
+        self.inbox = self.channels.node(self.node)
+        self._control = self.channels.control
+        self._subscriptions = [self._control, self.inbox]
+        self._handlers = {self._control.encode(): self._on_message,
+                          self.inbox.encode(): self._on_message}
+        self.node_timeout = node_timeout
+        self.membership = Membership(router, reactor.seconds)
+        self.publisher = Connection(address, self, subscriber=False, reactor=reactor)
+        self.subscriber = Connection(address, self, subscriber=True, reactor=reactor)
+        self._subscribed: Any = None
+        self.up = False
+        self._was_up = False
+        self._leaving = False
+        self._beat = LoopingCall(self._heartbeat)
+        self._beat.clock = reactor
+        self._reaper = LoopingCall(self._expire)
+        self._reaper.clock = reactor
+        self.metrics = BusMetrics(router.metrics.registry,
+                                  lambda: len(self.membership.nodes) + 1,
+                                  lambda: 1 if self.up else 0)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self.publisher.start()
+        self.subscriber.start()
+        self._beat.start(self.node_timeout / 5, now=False)
+        self._reaper.start(min(1.0, self.node_timeout / 15), now=False)
+
+    def stop(self) -> Deferred:
+        """Say goodbye, so the others announce our sessions offline now, then disconnect."""
+        if self._leaving:
+            return succeed(None)
+        self._leaving = True
+        for loop in (self._beat, self._reaper):
+            if loop.running:
+                loop.stop()
+        d = self._say_goodbye()
+        d.addBoth(lambda _: self._disconnect())
+        return d
+
+    def _say_goodbye(self) -> Deferred:
+        protocol = self.publisher.protocol
+        if protocol is None:
+            return succeed(None)
+        d = protocol.publish(self._control, codec.event("bye", self.node))
+        d.addCallback(lambda _: protocol.delete(self.channels.alive_key(self.node)))
+        timer = self.reactor.callLater(BYE_TIMEOUT, d.cancel)
+
+        def done(_: Any) -> None:  # said or not, we are going
+            if timer.active():
+                timer.cancel()
+        return d.addBoth(done)
+
+    def _disconnect(self) -> Deferred:
+        self.up = False
+        return gatherResults([self.publisher.stop(), self.subscriber.stop()],
+                             consumeErrors=True).addErrback(lambda _: None)
+
+    def remote_sessions(self) -> int:
+        return self.membership.remote_sessions()
+
+    def problem(self) -> Optional[str]:
+        return None if self.up else "redis unreachable (cluster bus)"
+
+    # -- connection state (from ``Connection``) ------------------------------------
+
+    def ready(self, connection: Connection, protocol: Any) -> None:
+        if connection is self.subscriber:
+            self._subscribed = None
+            d = protocol.subscribe(self._subscriptions)
+            d.addCallback(lambda _: self._now_subscribed(protocol))
+            d.addErrback(lambda f: log.warn("Subscribing failed: {e}", e=f.getErrorMessage()))
+        else:
+            self._check_up()
+
+    def _now_subscribed(self, protocol: Any) -> None:
+        if self.subscriber.protocol is protocol:
+            self._subscribed = protocol
+            self._check_up()
+
+    def lost(self, connection: Connection, protocol: Any) -> None:
+        if connection is self.subscriber:
+            self._subscribed = None
+        if self.up and not self._leaving:
+            log.warn("Lost Redis: serving local sessions only until it is back")
+        self.up = False
+
+    def _check_up(self) -> None:
+        if self.up or self._leaving:
+            return
+        if self.publisher.protocol is None or self._subscribed is None:
+            return
+        self.up = True
+        if self._was_up:
+            self.metrics.reconnects.inc()
+            log.info("Redis is back: re-registering our sessions")
+        self._was_up = True
+        # Everyone mirrors our full state and answers with theirs: this
+        # repairs whatever was lost while we were away.
+        self._sync(self._control, reply=True)
+        self._heartbeat()
+
+    # -- outgoing ----------------------------------------------------------------
+
+    def _publish(self, channel: str, message: bytes, kind: str) -> None:
+        protocol = self.publisher.protocol
+        if protocol is None or self._leaving:
+            if not self._leaving:
+                self.metrics.lost.labels(kind).inc()
+            return
+        if len(protocol.replyQueue.waiting) >= MAX_IN_FLIGHT:
+            # Redis stopped answering: drop rather than queue without bound.
+            self.metrics.lost.labels(kind).inc()
+            return
+        self.metrics.sent[kind].inc()
+        protocol.publish(channel, message).addErrback(self._publish_failed, kind)
+
+    def _publish_failed(self, failure: Any, kind: str) -> None:
+        self.metrics.lost.labels(kind).inc()
+
+    def _tell(self, op: str, **fields: Any) -> None:
+        self._publish(self._control, codec.event(op, self.node, **fields), "control")
+
+    def opened(self, session: Session) -> None:
+        self._tell("open", s=codec.session_state(session))
+
+    def closed(self, session: Session) -> None:
+        self._tell("close", id=session.id)
+
+    def joined(self, session: Session, room: str) -> None:
+        self._tell("join", id=session.id, room=room)
+
+    def left(self, session: Session, room: str) -> None:
+        self._tell("leave", id=session.id, room=room)
+
+    def presence(self, session: Session) -> None:
+        self._tell("presence", id=session.id, data=session.presence)
+
+    def forward(self, recipients: dict[str, list[str]], payload: bytes, kind: str) -> None:
+        node_channel = self.channels.node
+        for node, session_ids in recipients.items():
+            self._publish(node_channel(node), codec.delivery(kind, session_ids, payload),
+                          "delivery")
+
+    def _sync(self, channel: str, reply: bool) -> None:
+        router = self.router
+        states = [codec.session_state(s) for s in router.sessions.values() if s.node is None]
+        self._publish(channel, codec.event("sync", self.node, sessions=states, reply=reply),
+                      "control")
+
+    def _heartbeat(self) -> None:
+        protocol = self.publisher.protocol
+        if protocol is None or not self.up:
+            return
+        self._tell("beat")
+        ttl = max(1, int(self.node_timeout * 1000))
+        protocol.set(self.channels.alive_key(self.node), "1", expire=None,
+                     pexpire=ttl).addErrback(lambda _: None)
+
+    def _expire(self) -> None:
+        limit = self.node_timeout - min(1.0, self.node_timeout / 15)
+        self.membership.expire(limit)
+
+    # -- incoming ----------------------------------------------------------------
+
+    def received(self, channel: bytes, message: bytes) -> None:
+        handler = self._handlers.get(channel)
+        if handler is None:
+            return
+        try:
+            handler(message)
+        except Exception:
+            self.metrics.invalid.inc()
+            log.failure("Unusable message on {channel}", channel=channel)
+
+    def _on_message(self, message: bytes) -> None:
+        if message[:1] == b"d":
+            self.metrics.got["delivery"].inc()
+            kind, session_ids, payload = codec.parse_delivery(message)
+            self.router.deliver_forwarded(session_ids, payload, kind)
+            return
+        self.metrics.got["control"].inc()
+        event = codec.parse_event(message)
+        if event is None:
+            self.metrics.invalid.inc()
+            return
+        origin = event["node"]
+        if origin == self.node or self._leaving:
+            return
+        op = event["op"]
+        membership = self.membership
+        if op == "bye":
+            membership.drop(origin)
+            return
+        node, new = membership.heard(origin)
+        if op == "sync":
+            membership.sync(node, event.get("sessions") or ())
+            if event.get("reply"):
+                self._sync(self.channels.node(origin), reply=False)
+            return
+        if new:
+            # A process we do not mirror (new, or forgotten while silent):
+            # ask for its full state instead of applying a partial change.
+            self._sync(self.channels.node(origin), reply=True)
+            return
+        if op == "open":
+            membership.open(node, event.get("s") or {})
+        elif op == "close":
+            membership.close(node, event.get("id"))
+        elif op == "join":
+            membership.join(node, event.get("id"), event.get("room"))
+        elif op == "leave":
+            membership.leave(node, event.get("id"), event.get("room"))
+        elif op == "presence":
+            membership.presence(node, event.get("id"), event.get("data"))

@@ -1,0 +1,165 @@
+"""The cluster's pure logic with fakes: message format, liveness, bad input."""
+
+from __future__ import annotations
+
+import orjson
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from symple_tx.cluster import RedisBus, codec, redis_bus
+from symple_tx.redis_store import RedisAddress
+
+from tests.fakes import connect, make_router
+
+
+class RecordingBus(RedisBus):
+    """The real bus with publishing recorded instead of sent."""
+
+    def __init__(self, node: str, node_timeout: float = 15.0) -> None:
+        self.clock = Clock()
+        super().__init__(make_router(), RedisAddress(), node_id=node, reactor=self.clock,
+                         node_timeout=node_timeout)
+        self.router.bus = self
+        self.up = True
+        self.published: list[tuple[str, bytes]] = []
+
+    def _publish(self, channel: str, message: bytes, kind: str) -> None:
+        self.published.append((channel, message))
+
+    def events(self) -> list[dict]:
+        return [orjson.loads(m) for _, m in self.published if m[:1] == b"{"]
+
+    def hear(self, channel: str, op: str, node: str, **fields) -> None:
+        self.received(channel.encode(), codec.event(op, node, **fields))
+
+
+def state(session_id: str, user: str, rooms: list[str]) -> dict:
+    return {"id": session_id, "user": user, "name": user, "host": "192.0.2.9",
+            "type": None, "rooms": rooms, "presence": {"id": session_id, "user": user}}
+
+
+class CodecTests(unittest.TestCase):
+    def test_delivery_round_trip_keeps_payload_bytes(self):
+        payload = b'{"type":"message","data":"a\\tb"}'
+        message = codec.delivery("message", ["id1", "id2"], payload)
+        self.assertEqual(codec.parse_delivery(message), ("message", ["id1", "id2"], payload))
+
+    def test_names_stay_apart_from_the_gem_names(self):
+        channels = codec.Channels()
+        for name in (channels.control, channels.node("abc"), channels.alive_key("abc")):
+            self.assertTrue(name.startswith("symple:cluster:"), name)
+        self.assertEqual(codec.Channels("app:cluster:").control, "app:cluster:control")
+
+    def test_parse_event_refuses_non_events(self):
+        for message in (b"", b"[1]", b'{"op": 1, "node": "x"}', b'{"op": "beat"}', b"\xff"):
+            self.assertIsNone(codec.parse_event(message), message)
+
+
+class MembershipTests(unittest.TestCase):
+    def setUp(self):
+        self.bus = RecordingBus("me")
+        self.control = self.bus.channels.control
+        self.alice, self.alice_link = connect(self.bus.router, "alice", ["lobby"])
+        self.alice_link.take()
+        self.bus.hear(self.control, "sync", "other",
+                      sessions=[state("b1", "bob", ["lobby"])], reply=False)
+
+    def test_sync_mirrors_and_announces_to_local_sessions(self):
+        [frame] = self.alice_link.take()
+        self.assertEqual((frame["type"], frame["data"]["id"], frame["data"]["online"]),
+                         ("presence", "b1", True))
+        self.assertEqual(self.bus.router.sessions["b1"].node, "other")
+        self.assertEqual(self.bus.router.local_sessions(), 1)
+
+    def test_routed_frames_for_mirrored_sessions_are_forwarded_once_per_process(self):
+        self.bus.hear(self.control, "open", "other", s=state("b2", "bob", ["lobby"]))
+        self.bus.published.clear()
+        self.bus.router.handle(self.alice, {"type": "message", "data": 1})
+        [(channel, message)] = self.bus.published
+        self.assertEqual(channel, self.bus.channels.node("other"))
+        kind, ids, payload = codec.parse_delivery(message)
+        self.assertEqual((kind, sorted(ids)), ("message", ["b1", "b2"]))
+        self.assertEqual(orjson.loads(payload)["from"], self.alice.address)
+
+    def test_silent_process_is_dropped_after_the_timeout(self):
+        self.alice_link.take()
+        self.bus._reaper.start(1.0, now=False)
+        self.addCleanup(self.bus._reaper.stop)
+        self.bus.clock.advance(13.0)
+        self.assertIn("b1", self.bus.router.sessions)
+        self.bus.clock.advance(2.0)
+        self.assertNotIn("b1", self.bus.router.sessions)
+        [frame] = self.alice_link.take()
+        self.assertEqual((frame["data"]["id"], frame["data"]["online"]), ("b1", False))
+
+    def test_heartbeats_keep_a_process_alive(self):
+        self.bus._reaper.start(1.0, now=False)
+        self.addCleanup(self.bus._reaper.stop)
+        for _ in range(10):
+            self.bus.clock.advance(3.0)
+            self.bus.hear(self.control, "beat", "other")
+        self.assertIn("b1", self.bus.router.sessions)
+
+    def test_an_unknown_process_is_asked_for_its_state(self):
+        self.bus.published.clear()
+        self.bus.hear(self.control, "join", "newcomer", id="x", room="lobby")
+        [(channel, message)] = self.bus.published
+        self.assertEqual(channel, self.bus.channels.node("newcomer"))
+        event = orjson.loads(message)
+        self.assertEqual((event["op"], event["reply"]), ("sync", True))
+        self.assertEqual([s["id"] for s in event["sessions"]], [self.alice.id])
+
+    def test_bye_announces_offline_at_once(self):
+        self.alice_link.take()
+        self.bus.hear(self.control, "bye", "other")
+        [frame] = self.alice_link.take()
+        self.assertFalse(frame["data"]["online"])
+        self.assertEqual(self.bus.membership.nodes, {})
+
+    def test_garbage_is_counted_and_never_crashes(self):
+        self.alice_link.take()
+        before = dict(self.bus.router.sessions)
+        for message in (b"junk", b"d\tmessage", b'{"op":"open","node":"other","s":{"id":5}}',
+                        b'{"op":"open","node":"other","s":{"id":"x","user":"u|v","rooms":7}}',
+                        b'{"op":"join","node":"other","id":"b1","room":""}',
+                        b'{"op":"open","node":"other","s":{"id":"y","user":"u","name":"u",'
+                        b'"host":"h","rooms":7}}'):
+            self.bus.received(self.control.encode(), message)
+        self.assertEqual(self.bus.router.sessions, before)
+        # a sync without usable states means the process has no sessions
+        self.bus.hear(self.control, "sync", "other", sessions=[1, "x"], reply=False)
+        self.assertEqual(set(self.bus.router.sessions), set(before) - {"b1"})
+        self.assertGreaterEqual(self.bus.metrics.invalid._value.get(), 4)
+        self.flushLoggedErrors()
+
+    def test_own_events_are_ignored(self):
+        self.alice_link.take()
+        self.bus.hear(self.control, "close", "me", id=self.alice.id)
+        self.assertIn(self.alice.id, self.bus.router.sessions)
+
+
+class _SilentRedis:
+    """A publishing connection whose Redis never answers."""
+
+    def __init__(self) -> None:
+        self.replyQueue: DeferredQueue = DeferredQueue()
+        self.published = 0
+
+    def publish(self, channel: str, message: bytes) -> Deferred:
+        self.published += 1
+        d = Deferred()
+        self.replyQueue.waiting.append(d)
+        return d
+
+
+class BackpressureTests(unittest.TestCase):
+    def test_publishes_stop_queueing_when_redis_stops_answering(self):
+        self.patch(redis_bus, "MAX_IN_FLIGHT", 5)
+        bus = RedisBus(make_router(), RedisAddress(), node_id="me", reactor=Clock())
+        silent = _SilentRedis()
+        bus.publisher.protocol = silent
+        for _ in range(8):
+            bus.forward({"other": ["x"]}, b"{}", "message")
+        self.assertEqual(silent.published, 5)
+        self.assertEqual(bus.metrics.lost.labels("delivery")._value.get(), 3)
