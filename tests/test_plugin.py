@@ -234,9 +234,30 @@ class WheelTests(unittest.TestCase):
         output, code = yield run(self, [python, "-c",
                                         "import sysconfig; print(sysconfig.get_path('purelib'))"])
         site_dir = output.strip()
-        # Plain path lines: the dependencies' directories without running their .pth
-        # files, so an editable install of this package stays invisible.
+        # Plain path lines to mirrors of the dependencies' directories without this
+        # package (installed or editable) in them, so only the wheel can provide it.
         borrowed = [p for p in sys.path if p.endswith("site-packages")]
+        mirrors = [mirror_without_symple(p, os.path.join(scratch_dir(self), f"deps{i}"))
+                   for i, p in enumerate(borrowed)]
         with open(os.path.join(site_dir, "zz_dependencies.pth"), "w") as f:
-            f.write("\n".join(borrowed) + "\n")
+            f.write("\n".join(mirrors) + "\n")
         return python, site_dir
+
+
+def mirror_without_symple(site_packages: str, mirror: str) -> str:
+    """Symlink ``site_packages`` entry by entry, leaving out symple_tx and its plugin."""
+    def link_all(source: str, target: str, skip) -> None:
+        os.makedirs(target)
+        for name in os.listdir(source):
+            if not skip(name):
+                os.symlink(os.path.join(source, name), os.path.join(target, name))
+
+    link_all(site_packages, mirror,
+             lambda name: name.startswith(("symple_tx", "__editable__")) or name == "twisted"
+             or name.endswith(".pth"))
+    twisted = os.path.join(site_packages, "twisted")
+    if os.path.isdir(twisted):
+        link_all(twisted, os.path.join(mirror, "twisted"), lambda name: name == "plugins")
+        link_all(os.path.join(twisted, "plugins"), os.path.join(mirror, "twisted", "plugins"),
+                 lambda name: name.startswith("symple_plugin") or name == "dropin.cache")
+    return mirror
