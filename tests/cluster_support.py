@@ -78,6 +78,19 @@ def require_redis_server(test: unittest.TestCase) -> None:
         raise unittest.SkipTest("redis-server is not installed")
 
 
+@defer.inlineCallbacks
+def private_redis(test: unittest.TestCase, password: Optional[str] = None):
+    """A started ``RedisServer`` owned by ``test`` and removed at its cleanup.
+
+    Skips the test where redis-server is missing (fails under SYMPLE_REQUIRE_REDIS).
+    """
+    require_redis_server(test)
+    redis = RedisServer(password)
+    test.addCleanup(redis.cleanup)
+    yield redis.start()
+    return redis
+
+
 class Node:
     """``twistd -n symple`` in a child process on its own port, sharing ``redis_url``."""
 

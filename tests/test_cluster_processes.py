@@ -7,8 +7,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall
 from twisted.trial import unittest
 
-from tests.cluster_support import (Node, PeersMixin, RedisServer, eventually,
-                                   require_redis_server)
+from tests.cluster_support import Node, PeersMixin, eventually, private_redis
 from tests.test_cluster_routing import is_message, presence_of
 
 #: --node-timeout of these processes: a silent process is declared dead after it.
@@ -20,10 +19,7 @@ class ProcessClusterTestCase(PeersMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer()
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
+        self.redis = yield private_redis(self)
         self.processes = [Node(self, self.redis.url, "--node-timeout", str(NODE_TIMEOUT))
                           for _ in range(self.count)]
         yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster_support import (InProcessCluster, PeersMixin, RedisServer, eventually,
-                                   metric_sum, require_redis_server)
+from tests.cluster_support import (InProcessCluster, PeersMixin, eventually, metric_sum,
+                                   private_redis)
 
 
 def is_message(text: str):
@@ -33,11 +33,13 @@ class ClusterTestCase(PeersMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer()
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
-        self.cluster = InProcessCluster(self.redis.url, self.nodes, node_timeout=3.0)
+        self.redis = yield private_redis(self)
+        yield self.start_cluster(self.redis.url, node_timeout=3.0)
+
+    @defer.inlineCallbacks
+    def start_cluster(self, redis_url: str, **settings):
+        """``self.nodes`` in-process servers on ``redis_url``, once they all know each other."""
+        self.cluster = InProcessCluster(redis_url, self.nodes, **settings)
         self.addCleanup(self.cluster.stop)
         yield self.cluster.start()
         yield eventually(lambda: self.cluster.nodes_known(self.nodes), what="nodes to meet")
@@ -241,17 +243,11 @@ class StoredSessionTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer()
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
+        self.redis = yield private_redis(self)
         for token, user in (("t-alice", "alice"), ("t-bob", "bob")):
             self.redis.command("SET", f"symple:session:{token}",
                                f'{{"user": "{user}", "rooms": ["staff"]}}')
-        self.cluster = InProcessCluster(self.redis.url, self.nodes, authentication=True)
-        self.addCleanup(self.cluster.stop)
-        yield self.cluster.start()
-        yield eventually(lambda: self.cluster.nodes_known(self.nodes), what="nodes to meet")
+        yield self.start_cluster(self.redis.url, authentication=True)
 
     @defer.inlineCallbacks
     def test_stored_sessions_on_two_processes_share_their_rooms(self):
@@ -288,15 +284,8 @@ class PasswordAndDatabaseTests(ClusterTestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer(password="s3cret:/@")
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
-        url = f"redis://:s3cret%3A%2F%40@127.0.0.1:{self.redis.port}/3"
-        self.cluster = InProcessCluster(url, self.nodes)
-        self.addCleanup(self.cluster.stop)
-        yield self.cluster.start()
-        yield eventually(lambda: self.cluster.nodes_known(self.nodes), what="nodes to meet")
+        self.redis = yield private_redis(self, password="s3cret:/@")
+        yield self.start_cluster(f"redis://:s3cret%3A%2F%40@127.0.0.1:{self.redis.port}/3")
 
     @defer.inlineCallbacks
     def test_message_crosses(self):

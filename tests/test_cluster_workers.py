@@ -13,8 +13,7 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from symple_tx.cluster.connection import Connection
 from symple_tx.redis_store import RedisAddress
 from symple_tx.tap import SympleOptions
-from tests.cluster_support import (SOURCE_ROOT, PeersMixin, RedisServer, eventually,
-                                   require_redis_server)
+from tests.cluster_support import SOURCE_ROOT, PeersMixin, eventually, private_redis
 from tests.support import (clean_environment, free_port, http_get, self_signed_cert,
                            spawn_twistd, wait_serving)
 from tests.test_cluster_routing import is_message
@@ -73,10 +72,7 @@ def children(pid: int) -> set[int]:
 class WorkersTests(PeersMixin, unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer()
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
+        self.redis = yield private_redis(self)
         self.watcher = ControlWatcher(self.redis.url)
         self.addCleanup(self.watcher.stop)
         yield eventually(lambda: self.watcher.subscribed, what="control channel")
@@ -151,10 +147,7 @@ def alive(pid: int) -> bool:
 class TlsWorkersTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_workers_serve_tls_on_the_inherited_socket(self):
-        require_redis_server(self)
-        redis = RedisServer()
-        self.addCleanup(redis.cleanup)
-        yield redis.start()
+        redis = yield private_redis(self)
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         key, cert = self_signed_cert(directory)
