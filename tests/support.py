@@ -173,18 +173,30 @@ class ServerTestCase(unittest.TestCase):
         self.service = SympleService(self.server, [endpoint])
         self.service.startService()
         ports = yield self.service.listening()
-        self.port = ports[0].getHost().port
-        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.serve_peers_on(ports[0].getHost().port)
+
+    def serve_peers_on(self, port: int, path: str = "/") -> None:
+        """Point peers at ``port``; at cleanup they are aborted and the server stopped."""
+        self.port = port
+        self.url = f"ws://127.0.0.1:{port}{path}"
         self.peers: list[TestPeer] = []
         self.addCleanup(self._stop)
 
-    @defer.inlineCallbacks
-    def _stop(self):
+    def abort_peers(self) -> None:
+        """Drop the peers still connected, so stopping never waits for them to drain."""
         for peer in self.peers:
             # TLS transports fail to abort once closed, so skip closed peers.
             if peer.transport is not None and not peer.closed.called:
                 peer.transport.abortConnection()
-        yield self.service.stopService()
+
+    @defer.inlineCallbacks
+    def _stop(self):
+        self.abort_peers()
+        yield self.stop_server()
+
+    def stop_server(self) -> Optional[defer.Deferred]:
+        """Stop what ``setUp`` started; tests that embed the server stop their application."""
+        return self.service.stopService()
 
     def client_factory(self, headers: Optional[dict] = None, origin: Optional[str] = None,
                        protocol: type = TestPeer) -> WebSocketClientFactory:

@@ -60,16 +60,10 @@ class MountedTestCase(ServerTestCase):
         self.drainer = SympleService(self.server, [])  # no listeners: drains on stop
         self.drainer.startService()
         self.listening = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
-        self.port = self.listening.getHost().port
-        self.url = f"ws://127.0.0.1:{self.port}/symple"
-        self.peers = []
-        self.addCleanup(self._stop_app)
+        self.serve_peers_on(self.listening.getHost().port, "/symple")
 
     @defer.inlineCallbacks
-    def _stop_app(self):
-        for peer in self.peers:
-            if peer.transport is not None and not peer.closed.called:
-                peer.transport.abortConnection()
+    def stop_server(self):
         yield self.drainer.stopService()
         yield self.listening.stopListening()
 
@@ -188,18 +182,12 @@ class ChildServiceTests(ServerTestCase):
         self.service.setServiceParent(self.app_services)
         self.app_services.startService()
         ports = yield self.service.listening()
-        self.port = ports[0].getHost().port
-        self.url = f"ws://127.0.0.1:{self.port}/"
-        self.peers = []
-        self.addCleanup(self._stop_app)
+        self.serve_peers_on(ports[0].getHost().port)
 
-    @defer.inlineCallbacks
-    def _stop_app(self):
-        for peer in self.peers:
-            if peer.transport is not None and not peer.closed.called:
-                peer.transport.abortConnection()
+    def stop_server(self):
         if self.app_services.running:
-            yield self.app_services.stopService()
+            return self.app_services.stopService()
+        return None
 
     @defer.inlineCallbacks
     def test_serves_while_the_application_runs(self):

@@ -24,19 +24,14 @@ class ShutdownTestCase(ServerTestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.port = free_port()
-        self.url = f"ws://127.0.0.1:{self.port}/"
-        self.peers: list[TestPeer] = []
-        self.addCleanup(self._abort_peers)
+        self.serve_peers_on(free_port())
         self.process = spawn_twistd(self, [
             "symple", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
             "--drain-timeout", str(self.drain_timeout), "--no-demo"])
         yield wait_serving(self.process, self.port)
 
-    def _abort_peers(self) -> None:
-        for peer in self.peers:
-            if peer.transport is not None and not peer.closed.called:
-                peer.transport.abortConnection()
+    def stop_server(self) -> None:
+        """The child is stopped by the test itself or killed at cleanup by spawn_twistd."""
 
     @defer.inlineCallbacks
     def wait_exit(self, signal: int):
