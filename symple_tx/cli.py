@@ -464,6 +464,16 @@ def frame_options(parser: argparse.ArgumentParser, default_type: str = "message"
                         help="more top-level fields as a JSON object")
 
 
+def add_command(commands: Any, name: str, run: Callable, summary: str, description: str,
+                *options: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """A subcommand that runs ``run``; ``options`` (e.g. connection_options) come first."""
+    parser = commands.add_parser(name, help=summary, description=description)
+    for add_options in options:
+        add_options(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="symple", description="Talk to a Symple v4 server from a terminal, or "
@@ -471,41 +481,34 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'symple COMMAND --help' for the options of each command.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    chat = commands.add_parser("chat", help="interactive chat in a room",
-                               description="Chat in a room; shows who joins and leaves. "
-                               "Type text to talk, /help for commands, Ctrl-D to quit.")
-    connection_options(chat)
-    chat.set_defaults(run=run_chat)
+    add_command(commands, "chat", run_chat, "interactive chat in a room",
+                "Chat in a room; shows who joins and leaves. "
+                "Type text to talk, /help for commands, Ctrl-D to quit.", connection_options)
 
-    send = commands.add_parser("send", help="send one frame and exit",
-                               description="Connect, send one frame, print it as JSON, exit.")
-    connection_options(send)
+    send = add_command(commands, "send", run_send, "send one frame and exit",
+                       "Connect, send one frame, print it as JSON, exit.", connection_options)
     send.add_argument("--to", help="user|id, a user or room name (default: everyone "
                       "sharing a room)")
     send.add_argument("--wait-for", metavar="PEER",
                       help="first wait until this user (or user|id) is online")
     frame_options(send)
-    send.set_defaults(run=run_send)
 
-    listen = commands.add_parser("listen", help="print received frames as JSON lines",
-                                 description="Print every frame received as one JSON object "
-                                 "per line (status goes to stderr), e.g. | jq .data")
-    connection_options(listen)
+    listen = add_command(commands, "listen", run_listen, "print received frames as JSON lines",
+                         "Print every frame received as one JSON object "
+                         "per line (status goes to stderr), e.g. | jq .data", connection_options)
     listen.add_argument("--type", action="append", metavar="TYPE",
                         help="only frames of this type (repeatable)")
     listen.add_argument("--count", type=int, default=0, metavar="N",
                         help="exit after N frames (default: run until interrupted)")
-    listen.set_defaults(run=run_listen)
 
-    watch = commands.add_parser("watch", help="live view of the visible peers",
-                                description="Show the peers you can see, live. On a terminal "
-                                "the list is redrawn; piped, each change is a +/-/~ line.")
-    connection_options(watch)
-    watch.set_defaults(run=run_watch)
+    add_command(commands, "watch", run_watch, "live view of the visible peers",
+                "Show the peers you can see, live. On a terminal "
+                "the list is redrawn; piped, each change is a +/-/~ line.", connection_options)
 
-    session = commands.add_parser("session", help="create, show or delete session tokens",
-                                  description="Manage symple:session:<token> keys in Redis, "
-                                  "as the server reads them with --authentication.")
+    session = add_command(commands, "session", run_session,
+                          "create, show or delete session tokens",
+                          "Manage symple:session:<token> keys in Redis, "
+                          "as the server reads them with --authentication.")
     actions = session.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="store a session; prints its token",
                                 description="Store a session and print its token.")
@@ -526,11 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
         if action is not create:
             action.add_argument("token", help="the session token")
         redis_options(action)
-    session.set_defaults(run=run_session)
 
-    emit = commands.add_parser("emit", help="publish a frame on symple:broadcast",
-                               description="Publish one frame on <prefix>broadcast; every "
-                               "server node delivers it to its local sessions.")
+    emit = add_command(commands, "emit", run_emit, "publish a frame on symple:broadcast",
+                       "Publish one frame on <prefix>broadcast; every "
+                       "server node delivers it to its local sessions.")
     emit.add_argument("--to", action="append", required=True, metavar="TARGET",
                       help="user|id, a user or room name; repeat for several rooms")
     emit.add_argument("--rooms", action="store_true",
@@ -539,7 +541,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the frame's from (e.g. bot|backend)")
     frame_options(emit)
     redis_options(emit)
-    emit.set_defaults(run=run_emit)
     return parser
 
 
