@@ -45,6 +45,15 @@ PARAMETERS = [
     ("drain-timeout", "4", "drain_timeout", 4.0),
     ("node-timeout", "2.5", "node_timeout", 2.5),
 ]
+
+
+def variable_of(option: str) -> str:
+    """The environment variable that sets ``--option`` (--redis reads SYMPLE_REDIS_URL)."""
+    if option == "redis":
+        return "SYMPLE_REDIS_URL"
+    return "SYMPLE_" + option.upper().replace("-", "_")
+
+
 #: (flag, Settings attribute, value when the flag is given)
 FLAGS = [
     ("no-dynamic-rooms", "dynamic_rooms", False),
@@ -134,9 +143,7 @@ class CommandLineTests(unittest.TestCase):
 class EnvironmentTests(unittest.TestCase):
     def test_each_parameter_reads_its_variable(self):
         for option, value, attribute, expected in PARAMETERS:
-            variable = "SYMPLE_" + option.upper().replace("-", "_")
-            if option == "redis":
-                variable = "SYMPLE_REDIS_URL"
+            variable = variable_of(option)
             settings = parse([], **{variable: value})["settings"]
             self.assertEqual(getattr(settings, attribute), expected, variable)
 
@@ -188,13 +195,9 @@ class PrecedenceTests(unittest.TestCase):
 
     def test_parameters(self):
         for option, value, attribute, expected in PARAMETERS:
-            variable = "SYMPLE_" + option.upper().replace("-", "_")
-            if option == "redis":
-                variable = "SYMPLE_REDIS_URL"
-                env_value = "redis://other:1/0"
-            else:
-                env_value = "99"
-            settings = parse([f"--{option}={value}"], **{variable: env_value})["settings"]
+            env_value = "redis://other:1/0" if option == "redis" else "99"
+            environ = {variable_of(option): env_value}
+            settings = parse([f"--{option}={value}"], **environ)["settings"]
             self.assertEqual(getattr(settings, attribute), expected, option)
 
     def test_port(self):
