@@ -103,7 +103,8 @@ class Router:
             self.send(session, wire.welcome(session.peer(), rooms), "welcome")
             for peer in seen:
                 self.send(session, peer.online_frame(), "presence")
-        self.fanout(seen, session.online_frame(), "presence")
+        if seen:  # nobody to tell: don't build (and cache) the frame yet
+            self.fanout(seen, session.online_frame(), "presence")
 
     def close_session(self, session: Session) -> None:
         """Forget a session and announce it offline, exactly once."""
