@@ -202,6 +202,10 @@ def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
 class SympleClientProtocol(WebSocketClientProtocol):
     """One WebSocket connection; everything it hears goes to its ``SympleClient``."""
 
+    #: Autobahn reads this in connectionMade before copying the factory's
+    #: options, so only a class attribute turns Nagle's algorithm off.
+    tcpNoDelay = True
+
     factory: "SympleClientFactory"
     lost_reason: Optional[Failure] = None
 

@@ -8,10 +8,13 @@ router.  It is the router's ``Link`` for its session.
 
 from __future__ import annotations
 
+import inspect
 from collections import deque
+from pprint import pformat
 from typing import Any, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
@@ -28,6 +31,35 @@ from .session import Session
 from .wire import ProtocolError
 
 log = Logger()
+
+
+class _DeferredPformat:
+    """Formats on demand: Autobahn pretty-prints its ~40 options for a debug
+    line on every new connection, logged or not (a third of a connection's CPU)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _pformat_when_logged(value: Any) -> Any:
+    # Only the options list (a list of pairs) is deferred; any other caller
+    # (Autobahn's Timings.__str__ formats a dict) gets a real string.
+    if isinstance(value, list):
+        return _DeferredPformat(value)
+    return pformat(value)
+
+
+autobahn_protocol.pformat = _pformat_when_logged
 
 
 def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
@@ -189,7 +221,16 @@ class SympleServerProtocol(WebSocketServerProtocol):
         if self._too_big:
             self.message_data = []
             return
-        super().onMessageEnd()
+        # Not super(): Autobahn's version also fires its observable "message"
+        # event through txaio (a Deferred per frame) that nothing here listens to.
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
+
+    def dataReceived(self, data: bytes) -> None:
+        # Not super(): Autobahn's version formats the arguments of a debug
+        # line on every read, logged or not.
+        self._dataReceived(data)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._sealed:
@@ -205,6 +246,8 @@ class SympleServerProtocol(WebSocketServerProtocol):
             self.factory.router.metrics.drops["invalid"].inc()
             return self._refuse(exc)
         if self._busy:
+            if self._backlog is None:
+                self._backlog = deque()
             self._backlog.append(frame)
         else:
             self._process(frame)
@@ -236,8 +279,6 @@ class SympleServerProtocol(WebSocketServerProtocol):
             return self._refuse(ProtocolError(500, "Internal server error"), frame)
         if isinstance(result, Deferred):
             self._busy = True
-            if self._backlog is None:
-                self._backlog = deque()
             result.addErrback(self._refuse_failure, frame)
             result.addBoth(self._resume)
 
@@ -246,6 +287,8 @@ class SympleServerProtocol(WebSocketServerProtocol):
         backlog = self._backlog
         while backlog and not self._busy and not self._sealed:
             self._process(backlog.popleft())
+        if not self._busy:
+            self._backlog = None  # most connections never need one again
 
     def _refuse_failure(self, failure: Failure, frame: dict) -> None:
         if failure.check(ProtocolError):
@@ -308,6 +351,11 @@ class ReactorTimer:
         return self.reactor.callLater(delay, func, *args, **kwargs)
 
 
+def _class_attribute(value: Any) -> Any:
+    """A function stored on a class would become a method; keep it a plain callable."""
+    return staticmethod(value) if inspect.isfunction(value) else value
+
+
 class SympleServerFactory(WebSocketServerFactory):
     """Builds ``SympleServerProtocol`` connections bound to one router."""
 
@@ -335,6 +383,23 @@ class SympleServerFactory(WebSocketServerFactory):
         )
         router.encode = self._prepare
         self._batched_timer = ReactorTimer(self.reactor)
+
+    def setProtocolOptions(self, **options: Any) -> None:
+        super().setProtocolOptions(**options)
+        self._freeze_options()
+
+    def _freeze_options(self) -> None:
+        """Give connections the options as class attributes of a per-factory subclass.
+
+        Autobahn copies every option it does not find on the protocol onto each
+        new connection (some 40 instance attributes, 3 KB per peer).  It also
+        reads ``tcpNoDelay`` in ``connectionMade`` before that copy, so without
+        this Nagle's algorithm stays on and small replies wait for ACKs.
+        """
+        base = self.__dict__.setdefault("_protocol_base", self.protocol)
+        options = {name: _class_attribute(getattr(self, name))
+                   for name in base.CONFIG_ATTRS if hasattr(self, name)}
+        self.protocol = type(base.__name__, (base,), options)
 
     @staticmethod
     def _prepare(payload: bytes) -> PreparedMessage:

@@ -47,6 +47,10 @@ def with_timeout(d: Deferred, seconds: float = WAIT, what: str = "event") -> Def
 class TestPeer(WebSocketClientProtocol):
     """A raw WebSocket peer that records every frame and its close."""
 
+    #: Autobahn reads this in connectionMade before copying the factory's
+    #: options, so only a class attribute turns Nagle's algorithm off.
+    tcpNoDelay = True
+
     def __init__(self) -> None:
         super().__init__()
         self.frames: DeferredQueue = DeferredQueue()
