@@ -10,7 +10,9 @@ Figures:
   100k delivered frames, next to the same room on one process of the cluster;
 * PUBLISH calls per routed frame (from Redis's own command statistics);
 * cross-process echo latency: requester on A, responder on B, open loop,
-  next to both on A.
+  next to both on A;
+* ``--workers 2``: how 1,000 authenticated connections to one port are spread
+  over the two worker processes (their open sockets, read from /proc).
 
 The load generators, the server processes and their stopping are those of
 bench/run.py; everything runs on 127.0.0.1.
@@ -34,7 +36,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wsload  # noqa: E402
-from run import Sizes, Workers, ask, ask_answers, raise_fd_limit, split  # noqa: E402
+from run import Sizes, Workers, answers, ask, raise_fd_limit, split  # noqa: E402
 from serverproc import HOST, ServerProcess, cpu_seconds, free_port, machine, symple_command  # noqa: E402,E501
 
 QUICK = Sizes(receivers=300, messages=300, rtt_seconds=3.0, rtt_warmup=0.5)
@@ -127,7 +129,7 @@ def fanout(servers: list[ServerProcess], redis: Redis, sizes: Sizes, spread: boo
         for pipe in receivers:
             pipe.send(("receive", sizes.messages * size))
         sent = ask([sender], ("send", sizes.messages), 130)[0]
-        got = ask_answers(receivers, 130)
+        got = answers(receivers, "receive", 130)
         cpu = sum(s.cpu_seconds() for s in servers) + redis.cpu_seconds() - cpu_before
         publishes = redis.publishes() - publishes_before
     frames = sizes.messages * sizes.receivers
@@ -144,6 +146,47 @@ def rtt(servers: list[ServerProcess], sizes: Sizes, across: bool) -> dict:
         r = ask([pipe], ("run", sizes.rtt_rate, sizes.rtt_seconds, sizes.rtt_warmup),
                 sizes.rtt_seconds + sizes.rtt_warmup + 60)[0]
     return {"p50_ms": 1000 * r["p50"], "p99_ms": 1000 * r["p99"], "rate": r["rate"]}
+
+
+def sockets_of(pid: int) -> int:
+    """Open sockets of a process (the listening ones included)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+def worker_pids(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found.extend(int(p) for p in f.read().split())
+    return found
+
+
+def workers_spread(redis: Redis, connections: int, server_path: Optional[str]) -> dict:
+    """Connections per worker of ``--workers 2`` behind one port."""
+    port = free_port()
+    command = symple_command(port, "--ping-interval", "0", "--redis", redis.url,
+                             "--workers", "2")
+    with ServerProcess(command, port, server_path) as supervisor, Workers() as workers:
+        deadline = time.monotonic() + 30
+        while len(worker_pids(supervisor.pid)) < 2 or \
+                cluster_metric(port, "symple_bus_nodes") < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        pids = worker_pids(supervisor.pid)
+        before = [sockets_of(pid) for pid in pids]
+        pipes = [workers.spawn(wsload.connect_worker, HOST, port, first, count, 16, 60.0, False)
+                 for first, count in split(connections, 2)]
+        ask(pipes, ("connect",), 90)
+        held = [sockets_of(pid) - base for pid, base in zip(pids, before)]
+        ask(pipes, ("close",), 30)
+    return {"connections": connections, "per_worker": held}
 
 
 def main() -> int:
@@ -167,6 +210,7 @@ def main() -> int:
         results["fanout_two_processes"] = fanout(servers, redis, sizes, spread=True)
         results["rtt_same_process"] = rtt(servers, sizes, across=False)
         results["rtt_across_processes"] = rtt(servers, sizes, across=True)
+        results["workers"] = workers_spread(redis, 1000, args.server_path)
     one, two = results["fanout_one_process"], results["fanout_two_processes"]
     same, across = results["rtt_same_process"], results["rtt_across_processes"]
     print(f"\n{sizes.receivers} receivers, {sizes.messages} messages; "
@@ -183,6 +227,9 @@ def main() -> int:
     print("| metric | one process | across two processes |\n|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    spread = results["workers"]
+    print(f"\n--workers 2, {spread['connections']} connections to one port: "
+          + " / ".join(str(n) for n in spread["per_worker"]) + " per worker")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
     return 0
