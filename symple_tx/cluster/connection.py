@@ -62,6 +62,7 @@ class Connection:
         factory.initialDelay = INITIAL_DELAY
         factory.maxDelay = MAX_DELAY
         factory.owner = self
+        factory.noisy = False  # the owner logs outages once; no line per retry
         self.factory = factory
         self.endpoint = address.endpoint(reactor)
 
