@@ -280,7 +280,8 @@ class Router:
 
         Trusted: no shared-room check and the publisher's ``from`` is kept.
         ``to`` is ``user|id``, a room name (user rooms included) or an array
-        of rooms; each local recipient gets the frame once.  Returns how many.
+        of rooms; each local recipient gets the frame once.  Returns how many
+        (every process of a cluster receives the frame and serves its own).
         """
         kind = frame.get("type")
         if not isinstance(kind, str) or not kind:
@@ -298,6 +299,7 @@ class Router:
             for room in to:
                 if wire.valid_room(room):
                     recipients |= self.rooms.get(room, _NOBODY)
+        recipients = {s for s in recipients if s.node is None}
         if not recipients:
             self.metrics.drops["no_recipient"].inc()
             return 0

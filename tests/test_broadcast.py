@@ -17,7 +17,8 @@ from symple_tx.broadcast import BroadcastSubscriber
 from symple_tx.config import Settings
 from symple_tx.emitter import Emitter, connect_redis
 from symple_tx.redis_store import RedisAddress
-from tests.fakes import connect, make_router
+from symple_tx.session import Identity, Session
+from tests.fakes import FakeLink, connect, make_router
 from tests.support import ServerTestCase, eventually, free_port, redis_required, with_timeout
 
 
@@ -56,6 +57,15 @@ class DeliverTrustedTests(unittest.TestCase):
         self.assertEqual(self.deliver(to=["team", "ops", "nowhere", 5]), 3)
         for link in (self.alice_link, self.bob_link, self.carol_link):
             self.assertEqual(len(link.take()), 1)
+
+    def test_sessions_of_other_processes_are_theirs_to_serve(self):
+        """Every process receives the broadcast frame; each counts and serves its own."""
+        remote_link = FakeLink()
+        remote = Session(remote_link, Identity(user="dave", name="Dave"), "10.0.0.9",
+                         node="other-process")
+        self.router.admit(remote, ["dave", "ops"])
+        self.assertEqual(self.deliver(to="ops"), 2)
+        self.assertEqual(remote_link.take(), [])
 
     def test_unroutable_frames_are_dropped(self):
         for frame in ({"type": "message"}, {"type": "message", "to": 7},
