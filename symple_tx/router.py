@@ -117,7 +117,7 @@ class Router:
         del self.sessions[session.id]
         if session.node is None:
             self.bus.closed(session)
-        if not self.draining:
+        if seen and not self.draining:
             self.fanout(seen, session.offline_frame(), "presence")
 
     def visible(self, session: Session) -> set[Session]:
@@ -241,7 +241,8 @@ class Router:
             if frame.pop("probe", False) is True:
                 for peer in recipients:
                     self.send(session, peer.online_frame(), "presence")
-        self.fanout(recipients, wire.dumps(frame), kind, forward=True)
+        if recipients:  # a frame for nobody is not serialized
+            self.fanout(recipients, wire.dumps(frame), kind, forward=True)
 
     def recipients(self, session: Session, to: Any) -> Iterable[Session]:
         """Who receives a frame from ``session`` addressed ``to``."""
@@ -375,7 +376,8 @@ class Router:
         if session.node is None:
             for peer in newcomers:
                 self.send(session, peer.online_frame(), "presence")
-        self.fanout(newcomers, session.online_frame(), "presence")
+        if newcomers:
+            self.fanout(newcomers, session.online_frame(), "presence")
 
     def leave(self, session: Session, frame: dict) -> None:
         room = wire.check_room(frame)
@@ -392,7 +394,8 @@ class Router:
         """Remove ``session`` from ``room``; pairs that no longer meet exchange offline presence."""
         self._remove(session, room)
         lost = [m for m in self.rooms.get(room, ()) if not session.sees(m)]
-        self.fanout(lost, session.offline_frame(), "presence")
+        if lost:
+            self.fanout(lost, session.offline_frame(), "presence")
         if session.node is None:
             for peer in lost:
                 self.send(session, peer.offline_frame(), "presence")
