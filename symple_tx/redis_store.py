@@ -58,7 +58,7 @@ class RedisAddress:
         from twisted.internet import ssl
         from twisted.internet.endpoints import UNIXClientEndpoint, wrapClientTLS
 
-        from .client import tcp_endpoint
+        from .endpoints import tcp_endpoint
         if self.unix_path:
             return UNIXClientEndpoint(reactor, self.unix_path)
         endpoint = tcp_endpoint(reactor, self.host, self.port)

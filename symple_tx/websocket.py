@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from pprint import pformat
 from typing import Any, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
@@ -24,6 +22,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import wire
+from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
 from .ratelimit import TokenBucket
 from .router import Router
@@ -31,35 +30,6 @@ from .session import Session
 from .wire import ProtocolError
 
 log = Logger()
-
-
-class _DeferredPformat:
-    """Formats on demand: Autobahn pretty-prints its ~40 options for a debug
-    line on every new connection, logged or not (a third of a connection's CPU)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __str__(self) -> str:
-        return pformat(self.value)
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _pformat_when_logged(value: Any) -> Any:
-    # Only the options list (a list of pairs) is deferred; any other caller
-    # (Autobahn's Timings.__str__ formats a dict) gets a real string.
-    if isinstance(value, list):
-        return _DeferredPformat(value)
-    return pformat(value)
-
-
-autobahn_protocol.pformat = _pformat_when_logged
 
 
 def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
@@ -72,18 +42,6 @@ def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
         if real_ip:
             return real_ip.strip()
     return getattr(peer, "host", None) or "local"
-
-
-_AUTOBAHN_TIMERS = ("openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
-                    "autoPingPendingCall", "autoPingTimeoutCall")
-
-
-def cancel_timers(protocol: Any) -> None:
-    """Cancel Autobahn's timeouts of a connection that is gone (it leaves some behind)."""
-    for name in _AUTOBAHN_TIMERS:
-        call = getattr(protocol, name, None)
-        if call is not None and call.active():
-            call.cancel()
 
 
 @implementer(IPushProducer)
@@ -336,21 +294,6 @@ class SympleServerProtocol(WebSocketServerProtocol):
         return d.addCallbacks(admitted, refused)
 
 
-class ReactorTimer:
-    """Exact, cancellable timers for Autobahn's timeouts.
-
-    Autobahn batches its timers into whole-second buckets whose reactor calls
-    outlive the cancelled timeouts they served; plain ``callLater`` keeps a
-    10 s ping timeout at 10 s and leaves nothing behind when a peer goes.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-
-    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.reactor.callLater(delay, func, *args, **kwargs)
-
-
 def _class_attribute(value: Any) -> Any:
     """A function stored on a class would become a method; keep it a plain callable."""
     return staticmethod(value) if inspect.isfunction(value) else value
@@ -365,6 +308,7 @@ class SympleServerFactory(WebSocketServerFactory):
                  reactor: Any = None, url: Optional[str] = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
+        defer_option_pformat()
         super().__init__(url=url, reactor=reactor)
         self.router = router
         self.settings = router.settings

@@ -14,9 +14,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
+from symple_tx.autobahn_support import ReactorTimer
 from symple_tx.config import Settings
 from symple_tx.service import SympleServer, SympleService
-from symple_tx.websocket import ReactorTimer
 from tests.support import (TestPeer, clean_environment, eventually, free_port, http_get,
                            spawn_twistd, wait_serving, with_timeout)
 

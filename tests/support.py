@@ -13,9 +13,9 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
+from symple_tx.autobahn_support import ReactorTimer, cancel_timers
 from symple_tx.config import Settings
 from symple_tx.service import SympleServer, SympleService
-from symple_tx.websocket import ReactorTimer, cancel_timers
 
 #: Seconds a test waits for an expected frame before failing.
 WAIT = 5.0
