@@ -1,241 +1,39 @@
-"""A Symple v4 client for Twisted, with the capabilities of ``symple-client`` 4.x.
+"""``SympleClient``: one Symple peer, the client's state machine.
 
-``SympleClient`` connects over ``ws://`` or ``wss://`` (certificates verified
-by default), authenticates, keeps a roster of the peers it sees from presence,
-announces capabilities, and reconnects with exponential backoff and jitter
-through Twisted's ``ClientService``.  After a reconnect it joins again the
-rooms it had joined and rebuilds its roster from the server's snapshot.
-
-Like the JavaScript client it gives up, instead of retrying, when the very
-first connection fails, when the server rejects its credentials, and when the
-application disconnects on purpose.  Scripts without a running reactor use
-``run(main)``.
+It authenticates on every connection, rebuilds its rooms and roster after a
+reconnect, matches ``join:ok``/``leave:ok``/``error`` answers to requests, and
+decides when to retry and when to give up (docs/client.md).
 """
 
 from __future__ import annotations
 
-import inspect
-import random
 import secrets
-from collections import defaultdict
-from typing import Any, Callable, Optional, Union
-from urllib.parse import urlsplit
+from typing import Any, Optional
 
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.internet import ClientService
-from twisted.internet import ssl
-from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.endpoints import (HostnameEndpoint, TCP4ClientEndpoint,
-                                        TCP6ClientEndpoint, wrapClientTLS)
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from . import wire
-from .roster import PeerMatch, Roster, peer_matches
-from .websocket import ReactorTimer, cancel_timers
-from .wire import ProtocolError
+from .. import wire
+from ..roster import PeerMatch, Roster, peer_matches
+from ..wire import ProtocolError
+from .backoff import backoff
+from .endpoints import client_endpoint
+from .errors import REJECTED, AuthError, ClientError, ConnectError, NotConnected
+from .events import Events, FrameMatch, default_reactor, frame_matches
+from .protocol import SympleClientFactory, SympleClientProtocol
 
 log = Logger()
-
-#: A frame filter: a predicate, or a dict of fields the frame must have.
-FrameMatch = Union[Callable[[dict], bool], dict, None]
-
-#: Events a client emits, with what the listener is given.
-EVENTS = {
-    "connect": "own peer dict, after each welcome",
-    "disconnect": "dict with code, reason and reconnecting",
-    "error": "ClientError (server error frame), AuthError or ConnectError",
-    "frame": "every decoded frame, before the specific event",
-    "message": "message frame", "presence": "presence frame",
-    "command": "command frame", "event": "event frame",
-    "add_peer": "peer dict", "update_peer": "peer dict", "remove_peer": "peer dict",
-}
-
-
-class ClientError(Exception):
-    """An ``error`` frame from the server."""
-
-    def __init__(self, status: int, message: str, frame: Optional[dict] = None) -> None:
-        super().__init__(f"{status} {message}")
-        self.status = status
-        self.message = message
-        self.frame = frame or {}
-
-
-class AuthError(ClientError):
-    """The server refused the credentials; the client does not retry."""
-
-
-class ConnectError(Exception):
-    """The server could not be reached or closed before welcoming the client."""
-
-
-class NotConnected(Exception):
-    """The client is not online, so it cannot send."""
-
-
-#: Error statuses before ``welcome`` that retrying cannot fix (bad or refused
-#: credentials); others (408, 503 while a server drains or is full) are retried.
-REJECTED = frozenset({400, 401, 403})
 
 #: Subtype of the self-addressed message behind ``SympleClient.sync``.
 SYNC_SUBTYPE = "symple:sync"
 
 
-def frame_matches(frame: dict, match: FrameMatch) -> bool:
-    if match is None:
-        return True
-    if callable(match):
-        return bool(match(frame))
-    return all(frame.get(key) == value for key, value in match.items())
-
-
 def new_frame_id() -> str:
     return secrets.token_urlsafe(9)
-
-
-class Events:
-    """A small synchronous event emitter; a failing listener never stops the others."""
-
-    def __init__(self) -> None:
-        self._listeners: dict[str, list[Callable[..., Any]]] = defaultdict(list)
-
-    def on(self, event: str, callback: Optional[Callable[..., Any]] = None) -> Any:
-        """Add a listener; usable as a decorator: ``@client.on("message")``."""
-        if callback is None:
-            return lambda cb: self.on(event, cb)
-        self._listeners[event].append(callback)
-        return callback
-
-    def off(self, event: str, callback: Callable[..., Any]) -> None:
-        listeners = self._listeners.get(event, [])
-        if callback in listeners:
-            listeners.remove(callback)
-
-    def emit(self, event: str, *args: Any) -> None:
-        for callback in list(self._listeners.get(event, ())):
-            try:
-                callback(*args)
-            except Exception:
-                log.failure("Error in a {event!r} listener", event=event)
-
-    def once(self, event: str, match: Callable[..., bool] = lambda *a: True,
-             timeout: Optional[float] = None, reactor: Any = None) -> Deferred:
-        """A Deferred for the next ``event`` whose arguments satisfy ``match``."""
-        def listener(*args: Any) -> None:
-            if match(*args):
-                self.off(event, listener)
-                d.callback(args[0] if len(args) == 1 else args)
-
-        d: Deferred = Deferred(lambda _: self.off(event, listener))
-        self.on(event, listener)
-        if timeout is not None:
-            d.addTimeout(timeout, reactor or _reactor())
-        return d
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-    return reactor
-
-
-def backoff(initial: float = 1.0, maximum: float = 30.0, factor: float = 2.0,
-            jitter: float = 1.0) -> Callable[[int], float]:
-    """Retry delays for ``ClientService``: initial, x factor each time, capped, plus jitter."""
-    def policy(attempt: int) -> float:
-        delay = min(initial * factor ** min(max(attempt - 1, 0), 64), maximum)
-        return delay + random.uniform(0, jitter)
-    return policy
-
-
-def load_trust_root(ca_file: str) -> Any:
-    """Trust exactly the certificates in a PEM file (one CA or a bundle)."""
-    with open(ca_file, "rb") as f:
-        pem = f.read()
-    marker = b"-----END CERTIFICATE-----"
-    blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN" in block]
-    if not blocks:
-        raise ValueError(f"{ca_file}: no PEM certificate found")
-    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
-
-
-def parse_url(url: str) -> tuple[str, int, bool]:
-    """``(host, port, secure)`` of a ``ws://`` or ``wss://`` URL, or a clear ValueError."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"Invalid server URL {url!r}: expected ws://host[:port]/ or wss://...")
-    secure = parts.scheme == "wss"
-    try:
-        port = parts.port or (443 if secure else 80)
-    except ValueError:
-        raise ValueError(f"Invalid server URL {url!r}: bad port") from None
-    return parts.hostname, port, secure
-
-
-def tcp_endpoint(reactor: Any, host: str, port: int, timeout: float = 10.0) -> Any:
-    """A TCP client endpoint; IP literals skip name resolution."""
-    if isIPAddress(host):
-        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    if isIPv6Address(host):
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    return HostnameEndpoint(reactor, host, port, timeout=timeout)
-
-
-def client_endpoint(reactor: Any, url: str, ca_file: Optional[str] = None,
-                    verify: bool = True, timeout: float = 10.0) -> Any:
-    """The TCP (or TLS) endpoint for a ``ws://`` / ``wss://`` URL."""
-    host, port, secure = parse_url(url)
-    endpoint = tcp_endpoint(reactor, host, port, timeout)
-    if not secure:
-        return endpoint
-    if verify:
-        trust = load_trust_root(ca_file) if ca_file else ssl.platformTrust()
-        creator = ssl.optionsForClientTLS(host, trustRoot=trust)
-    else:
-        creator = ssl.CertificateOptions(verify=False)
-    return wrapClientTLS(creator, endpoint)
-
-
-class SympleClientProtocol(WebSocketClientProtocol):
-    """One WebSocket connection; everything it hears goes to its ``SympleClient``."""
-
-    #: Autobahn reads this in connectionMade before copying the factory's
-    #: options, so only a class attribute turns Nagle's algorithm off.
-    tcpNoDelay = True
-
-    factory: "SympleClientFactory"
-    lost_reason: Optional[Failure] = None
-
-    def onOpen(self) -> None:
-        self.factory.client._opened(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not isBinary:
-            self.factory.client._received(self, payload)
-
-    def onClose(self, wasClean: bool, code: Optional[int], reason: Optional[str]) -> None:
-        cancel_timers(self)
-        self.factory.client._closed(self, code, reason)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.lost_reason = reason
-        super().connectionLost(reason)
-
-
-class SympleClientFactory(WebSocketClientFactory):
-    protocol = SympleClientProtocol
-
-    def __init__(self, client: "SympleClient", url: str, reactor: Any,
-                 ping_interval: float, ping_timeout: float) -> None:
-        super().__init__(url, reactor=reactor)
-        self.client = client
-        self.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10,
-                                closeHandshakeTimeout=2, autoPingInterval=ping_interval,
-                                autoPingTimeout=ping_timeout)
-        self._batched_timer = ReactorTimer(reactor)
 
 
 class SympleClient(Events):
@@ -249,7 +47,7 @@ class SympleClient(Events):
                  connect_timeout: float = 10.0, ping_interval: float = 25.0,
                  ping_timeout: float = 10.0, reactor: Any = None) -> None:
         super().__init__()
-        self.reactor = reactor or _reactor()
+        self.reactor = reactor or default_reactor()
         self.url = url
         self.user = user
         self.name = name
@@ -659,20 +457,3 @@ def _routed(kind: str, to: Any, data: Any, subtype: Optional[str], fields: dict)
     if subtype is not None:
         frame["subtype"] = subtype
     return frame
-
-
-def run(main: Callable[..., Any], *args: Any) -> None:
-    """Run ``main(reactor, *args)`` (plain, Deferred or ``async def``) and exit.
-
-    The entry point for scripts: it starts the reactor, stops it when ``main``
-    finishes and exits with status 1 if it failed.
-    """
-    from twisted.internet import task
-
-    def start(reactor: Any, *a: Any) -> Deferred:
-        result = main(reactor, *a)
-        if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            return ensureDeferred(result)
-        return result if isinstance(result, Deferred) else succeed(result)
-
-    task.react(start, args)
