@@ -1,6 +1,6 @@
 """Frames that backends publish on ``<prefix>broadcast``, delivered to local sessions.
 
-PROTOCOL.md section 9: any backend (the Ruby gem, ``symple_tx.emitter``) may
+docs/spec.md §9: any backend (the Ruby gem, ``symple_tx.emitter``) may
 ``PUBLISH`` a Symple frame on ``symple:broadcast``; each node routes it to its
 own sessions by ``to``, trusting it (no shared-room check, ``from`` kept).
 

@@ -13,7 +13,7 @@ JoinHook = Callable[[dict, str], Any]
 
 @dataclass
 class Settings:
-    """Every knob of the server, with the defaults of PROTOCOL.md section 7."""
+    """Every knob of the server, with the defaults of docs/spec.md §7."""
 
     authentication: bool = False
     dynamic_rooms: bool = True

@@ -1,7 +1,7 @@
 """For backends: publish Symple frames through Redis and manage session tokens.
 
 ``Emitter`` publishes on ``symple:broadcast``, which every server node routes
-to its local sessions (PROTOCOL.md section 9); ``Sessions`` writes the
+to its local sessions (docs/spec.md §9); ``Sessions`` writes the
 ``symple:session:<token>`` keys the server reads when authentication is on.
 Keys, channel and JSON are those of the Ruby gem (``Symple::Emitter``,
 ``Symple::Session``), so Ruby and Python backends can share one server.

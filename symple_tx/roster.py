@@ -2,7 +2,7 @@
 
 Pure logic, no I/O.  It applies presence the way ``symple-client`` 4.x does
 (online adds or updates, offline removes, keyed by ``data.id``), so with the
-server's visibility rule (PROTOCOL.md section 5) it always equals the set of
+server's visibility rule (docs/spec.md §5) it always equals the set of
 sessions the client shares a room with.
 """
 

@@ -4,7 +4,7 @@ Pure logic.  It never touches bytes on a socket: it hands encoded frames to
 each session's ``Link``.  A frame meant for many recipients is serialized and
 encoded once and the same object is given to every link.
 
-Visibility rule (PROTOCOL.md section 5): two sessions see each other exactly
+Visibility rule (docs/spec.md §5): two sessions see each other exactly
 when they share a room.  Every operation that changes that relation sends the
 presence frames that keep each client's roster equal to what it sees.
 """
@@ -277,7 +277,7 @@ class Router:
                  f"rooms, not {wire.json_type(to)}")
 
     def deliver_trusted(self, frame: dict) -> int:
-        """Deliver a frame a backend published on ``<prefix>broadcast`` (PROTOCOL.md section 9).
+        """Deliver a frame a backend published on ``<prefix>broadcast`` (docs/spec.md §9).
 
         Trusted: no shared-room check and the publisher's ``from`` is kept.
         ``to`` is ``user|id``, a room name (user rooms included) or an array
@@ -339,7 +339,7 @@ class Router:
     # -- rooms ---------------------------------------------------------------
 
     def join(self, session: Session, frame: dict) -> Optional[Deferred]:
-        room = wire.check_room(frame)  # 400 before 403 (PROTOCOL.md section 6)
+        room = wire.check_room(frame)  # 400 before 403 (docs/spec.md §6)
         if not self.settings.dynamic_rooms:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
         frame_id = frame.get("id")

@@ -1,6 +1,6 @@
 """The WebSocket transport: the only module that touches Autobahn and bytes.
 
-It enforces the per-connection protections of PROTOCOL.md section 7 (origin,
+It enforces the per-connection protections of docs/spec.md §7 (origin,
 auth timeout, frame size, rate, slow consumers, keepalive), decodes frames,
 processes each connection's frames strictly in order, and hands them to the
 router.  It is the router's ``Link`` for its session.

@@ -1,4 +1,4 @@
-"""Authentication against the real Redis session store (PROTOCOL.md section 9)."""
+"""Authentication against the real Redis session store (docs/spec.md §9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile and malformed input over real WebSockets (PROTOCOL.md sections 1, 2 and 4).
+"""Hostile and malformed input over real WebSockets (docs/spec.md §1, §2 and §4).
 
 Every bad frame gets a readable ``error`` (400 unless documented otherwise),
 the connection stays open where the contract says so, the server logs no
@@ -268,7 +268,7 @@ class WrongFieldTypeTests(BadInputCase):
 
 
 class AuthBadInputTests(BadInputCase):
-    """Bad ``auth`` frames: refused (and closed, per section 2) without harming others."""
+    """Bad ``auth`` frames: refused (and closed, per docs/spec.md §2) without harming others."""
 
     @defer.inlineCallbacks
     def refused(self, frame: Any, status: int, message: str):

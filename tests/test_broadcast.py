@@ -1,4 +1,4 @@
-"""Frames published on ``<prefix>broadcast`` reach local sessions (PROTOCOL.md section 9)."""
+"""Frames published on ``<prefix>broadcast`` reach local sessions (docs/spec.md §9)."""
 
 from __future__ import annotations
 

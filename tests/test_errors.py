@@ -1,4 +1,4 @@
-"""Every error row of PROTOCOL.md section 2 over real WebSockets, with its close code."""
+"""Every error row of docs/spec.md §2 over real WebSockets, with its close code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP on the WebSocket port (PROTOCOL.md section 12): demo page, health, metrics."""
+"""HTTP on the WebSocket port (docs/spec.md §12): demo page, health, metrics."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The protections of PROTOCOL.md section 7, over real loopback sockets with small limits."""
+"""The protections of docs/spec.md §7, over real loopback sockets with small limits."""
 
 from __future__ import annotations
 

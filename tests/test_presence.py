@@ -1,4 +1,4 @@
-"""Presence and the roster invariant (PROTOCOL.md sections 5 and 13) over real WebSockets."""
+"""Presence and the roster invariant (docs/spec.md §5 and §13) over real WebSockets."""
 
 from __future__ import annotations
 

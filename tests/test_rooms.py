@@ -1,4 +1,4 @@
-"""Room control (PROTOCOL.md section 6) over real WebSockets."""
+"""Room control (docs/spec.md §6) over real WebSockets."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Property: rosters kept the way symple-client 4.x keeps them always equal what
 each session sees, and every routed frame reaches exactly its eligible
-recipients, once each (PROTOCOL.md sections 4, 5 and 13).
+recipients, once each (docs/spec.md §4, §5 and §13).
 
 A small alphabet of users and rooms makes overlaps, shared user rooms and
 several sessions per user common.  The expected outcome comes from an
@@ -95,7 +95,7 @@ class RosterMachine(RuleBasedStateMachine):
                 client.apply(frame)
 
     def eligible(self, sender: Client, to: Any) -> set[str]:
-        """Who must receive a frame ``to``, per PROTOCOL.md section 4."""
+        """Who must receive a frame ``to``, per docs/spec.md §4."""
         live = [c for c in self.clients if c is not sender]
         if to is None:
             return {c.label for c in live if sender.sees(c)}

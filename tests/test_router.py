@@ -140,7 +140,7 @@ class OpenSessionTests(RouterTestCase):
 
 
 class RoutingTableTests(RouterTestCase):
-    """PROTOCOL.md section 4, one row at a time."""
+    """docs/spec.md §4, one row at a time."""
 
     def test_absent_to(self):
         alice = self.peer("alice", "team", "lobby")

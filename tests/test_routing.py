@@ -1,4 +1,4 @@
-"""Routing over real WebSockets: every row of PROTOCOL.md section 4."""
+"""Routing over real WebSockets: every row of docs/spec.md §4."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ class RoutingTableTests(RoutingCase):
 
 
 class PermissionTests(RoutingCase):
-    """Rooms are the only permission boundary (section 3)."""
+    """Rooms are the only permission boundary (docs/spec.md §3)."""
 
     @defer.inlineCallbacks
     def test_peers_without_a_shared_room_never_reach_each_other(self):

@@ -1,4 +1,4 @@
-"""Graceful shutdown (PROTOCOL.md section 8) of a real ``twistd -n symple`` process."""
+"""Graceful shutdown (docs/spec.md §8) of a real ``twistd -n symple`` process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WebRTC call signalling (PROTOCOL.md section 11) between two real peers."""
+"""WebRTC call signalling (docs/spec.md §11) between two real peers."""
 
 from __future__ import annotations
 

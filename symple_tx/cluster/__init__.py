@@ -1,4 +1,4 @@
-"""Several server processes over Redis behave as one server (PROTOCOL.md section 10)."""
+"""Several server processes over Redis behave as one server (docs/spec.md §10)."""
 
 from .redis_bus import NODE_TIMEOUT, RedisBus
 
