@@ -24,6 +24,7 @@ from zope.interface import implementer
 from . import wire
 from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
+from .outbound import FlushScheduler, Outbound
 from .ratelimit import TokenBucket
 from .router import Router
 from .session import Session
@@ -59,8 +60,17 @@ class SympleServerProtocol(WebSocketServerProtocol):
     _busy = False
     _auth_timer: Any = None
     _backlog: Optional[deque] = None
+    _out: Outbound
 
     # -- handshake and lifecycle ----------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._out = Outbound(self.transport, self.factory.flusher)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._out.discard()
+        super().connectionLost(reason)
 
     def onConnect(self, request: Any) -> None:
         settings = self.factory.settings
@@ -120,14 +130,40 @@ class SympleServerProtocol(WebSocketServerProtocol):
 
     def send(self, frame: PreparedMessage) -> None:
         """Queue a prepared frame, dropping the peer if it stops reading."""
-        if self._sealed:
-            return
-        data = frame.payloadHybi
+        if not self._sealed:
+            self._queue(frame.payloadHybi)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
+        # Everything Autobahn writes (handshake response, pongs, pings, close
+        # frames) takes the same queue, and counts against the same bound, as
+        # the frames the router sends.
+        self._queue(data)
+
+    def _queue(self, data: bytes) -> None:
+        """Queue bytes for the end of the reactor turn, within the peer's send bound.
+
+        While the transport's buffer is full (it paused us: the peer is not
+        reading), every further byte counts; past ``max_send_buffer`` the peer
+        is cut.  A single turn that queues more than the bound cuts it too.
+        """
+        out = self._out
+        out.write(data)
         if self._paused:
             self._queued_bytes += len(data)
-            if self._queued_bytes > self.factory.settings.max_send_buffer:
-                return self._slow_consumer()
-        self.transport.write(data)
+            over = self._queued_bytes > self.factory.settings.max_send_buffer
+        else:
+            over = out.size > self.factory.settings.max_send_buffer
+        if over and not self._sealed:
+            self._slow_consumer()
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        # What this turn queued (a close frame, an HTTP refusal) goes out before the
+        # transport is closed; an abort throws it away.
+        if abort:
+            self._out.discard()
+        else:
+            self._out.flush()
+        super()._closeConnection(abort)
 
     def close(self, code: int, reason: str) -> None:
         if self._sealed:
@@ -146,12 +182,18 @@ class SympleServerProtocol(WebSocketServerProtocol):
         self.close(4008, "Slow consumer: too much unsent data")
 
     # IPushProducer: the transport tells us when its buffer is full or drained.
+    # While it is full the peer is not read either: a peer that never reads
+    # cannot make the server queue pongs (or anything else) for it without end.
     def pauseProducing(self) -> None:
-        self._paused = True
+        if not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._queued_bytes = 0
+        if self._paused:
+            self._paused = False
+            self._queued_bytes = 0
+            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self._paused = True
@@ -327,6 +369,8 @@ class SympleServerFactory(WebSocketServerFactory):
         )
         router.encode = self._prepare
         self._batched_timer = ReactorTimer(self.reactor)
+        #: Flushes the connections written to in a reactor turn, once each.
+        self.flusher = FlushScheduler(self.reactor)
 
     def setProtocolOptions(self, **options: Any) -> None:
         super().setProtocolOptions(**options)
