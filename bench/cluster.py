@@ -1,7 +1,7 @@
 """Cluster benchmark: two symple_tx processes over a private redis-server.
 
-    /work/venv/bin/python bench/cluster.py            # full run
-    /work/venv/bin/python bench/cluster.py --quick    # smaller
+    python bench/cluster.py            # full run
+    python bench/cluster.py --quick    # smaller
 
 Figures:
 
@@ -16,6 +16,8 @@ Figures:
 
 The load generators, the server processes and their stopping are those of
 bench/run.py; everything runs on 127.0.0.1.
+
+Run from a checkout after ``pip install -e .[bench]``.
 """
 
 from __future__ import annotations

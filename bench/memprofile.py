@@ -1,12 +1,14 @@
 """Where the memory of an idle authenticated connection goes (tracemalloc).
 
-    /work/venv/bin/python bench/memprofile.py [--connections 2000] [--echo]
+    python bench/memprofile.py [--connections 2000] [--echo]
 
 Runs the server (symple_tx as ``twistd symple`` would build it, or the bare
 Autobahn baseline) in a child process under tracemalloc, opens the
 connections with the benchmark's load generator, and prints the allocation
 sites that grew, per connection.  tracemalloc sees Python allocations only;
 the RSS figure of run.py also includes allocator overhead and fragmentation.
+
+Run from a checkout after ``pip install -e .[bench]``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -79,7 +82,7 @@ def main() -> None:
         return serve(int(args.serve[0]), args.serve[1], args.echo)
     run.raise_fd_limit()
     port = free_port()
-    out = f"/tmp/symple-memprofile-{os.getpid()}.txt"
+    out = os.path.join(tempfile.gettempdir(), f"symple-memprofile-{os.getpid()}.txt")
     command = [sys.executable, str(Path(__file__).resolve()), "--serve", str(port), out]
     if args.echo:
         command.append("--echo")

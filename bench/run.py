@@ -1,12 +1,14 @@
 """Single-process benchmark of symple_tx, compared with a bare Autobahn server.
 
-    /work/venv/bin/python bench/run.py            # full run, best of 3
-    /work/venv/bin/python bench/run.py --quick    # smaller, one pass
-    /work/venv/bin/python bench/run.py --only fanout --profile out/
+    python bench/run.py            # full run, best of 3
+    python bench/run.py --quick    # smaller, one pass
+    python bench/run.py --only fanout --profile out/
 
 Each measurement starts a fresh server process on 127.0.0.1, drives it from
 separate load-generator processes (bench/wsload.py) and reads the server's
 CPU time and RSS from /proc.  Everything is stopped at the end, also on errors.
+
+Run from a checkout after ``pip install -e .[bench]``.
 """
 
 from __future__ import annotations
