@@ -7,8 +7,8 @@ import sys
 
 from twisted.internet import defer
 
-from tests.support import ServerTestCase, with_timeout
 from tests.process_support import PROCESS_WAIT, CliMixin
+from tests.support import ServerTestCase, with_timeout
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "examples", "echo_bot.py")
 PYTHON = [sys.executable]

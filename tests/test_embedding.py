@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+
 import orjson
 from twisted.application.service import Application, IServiceCollection, MultiService
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
+from twisted.trial import unittest
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected, JoinRefused
+from symple_tx.client import SympleClient
 from symple_tx.service import SympleServer, SympleService
-from tests.support import ServerTestCase, http_get
+from tests.process_support import PROCESS_WAIT, CliMixin
+from tests.support import ServerTestCase, http_get, with_timeout
+from tests.text_support import ROOT
 
 
 # -- hooks in the three styles an application may write -------------------------
@@ -209,3 +218,44 @@ class ChildServiceTests(ServerTestCase):
         self.assertEqual(code, 1001)
         yield stopped
         self.assertEqual(self.server.router.links, set())
+
+
+def documented_app() -> str:
+    """The ``app.py`` example of docs/embedding.md, exactly as a reader copies it."""
+    page = (ROOT / "docs" / "embedding.md").read_text(encoding="utf-8")
+    [code] = re.findall(r"```python\n(# app\.py.*?)```", page, re.S)
+    return code
+
+
+class DocumentedAppTests(CliMixin, unittest.TestCase):
+    """docs/embedding.md's ``python app.py [PORT]``, run as a reader would."""
+
+    def setUp(self):
+        directory = tempfile.mkdtemp()
+        self.addCleanup(lambda: [os.remove(os.path.join(directory, "app.py")),
+                                 os.rmdir(directory)])
+        self.app = os.path.join(directory, "app.py")
+        with open(self.app, "w", encoding="utf-8") as f:
+            f.write(documented_app())
+
+    @defer.inlineCallbacks
+    def test_free_port_by_default_and_a_taken_port_in_one_line(self):
+        app = self.spawn(self.app, program=[sys.executable])
+        line = yield app.expect("serving ws://127.0.0.1:")
+        url = line.split()[-1]
+        port = int(url.split(":")[2].split("/")[0])
+        self.assertNotEqual(port, 0)
+        code, _, body = yield http_get(f"http://127.0.0.1:{port}/symple/healthz")
+        self.assertEqual(code, 200, body)
+        client = SympleClient(url, "alice", token="let-me-in", reconnect=False)
+        peer = yield with_timeout(client.connect(), PROCESS_WAIT, what="welcome from app.py")
+        self.assertEqual(peer["user"], "alice")
+        self.assertIn("staff", client.rooms)
+        yield client.disconnect()
+
+        taken = self.spawn(self.app, str(port), program=[sys.executable])
+        code = yield with_timeout(taken.ended, PROCESS_WAIT, what="app.py on a taken port")
+        self.assertEqual(code, 1)
+        self.assertEqual(taken.err_text().strip().splitlines(),
+                         [f"app.py: cannot listen on 127.0.0.1:{port}: Address already in use"])
+        self.assertEqual(taken.stdout, [])
