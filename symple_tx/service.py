@@ -12,7 +12,6 @@ from typing import Any, Iterable, Optional
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -21,6 +20,7 @@ from .auth import Authenticator
 from .broadcast import BroadcastSubscriber
 from .cluster import RedisBus
 from .config import Settings
+from .listen import server_endpoint
 from .metrics import Metrics
 from .redis_store import RedisAddress, RedisSessionStore
 from .router import Router
@@ -82,7 +82,8 @@ class SympleServer:
         return SympleResource(self.websocket, self.pages)
 
     def endpoint(self, description: str) -> IStreamServerEndpoint:
-        return serverFromString(self.reactor, description)
+        """An endpoint from its string; TCP/TLS ones get a storm-ready backlog by default."""
+        return server_endpoint(self.reactor, description)
 
     @defer.inlineCallbacks
     def shutdown(self):

@@ -18,6 +18,7 @@ from twisted.internet import reactor as default_reactor
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
+from . import listen
 from .cluster.workers import Supervisor, worker_endpoints
 from .config import Settings
 from .hooks import load_callable
@@ -297,8 +298,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def server_endpoint(description: str) -> Any:
-    from twisted.internet.endpoints import serverFromString
-    return serverFromString(default_reactor, description)
+    return listen.server_endpoint(default_reactor, description)
 
 
 class Options(SympleOptions):
