@@ -20,6 +20,9 @@ class Settings:
     #: Seconds to extend ``symple:session:<token>`` on each auth; 0 leaves it.
     session_ttl: int = 0
     redis_url: Optional[str] = None
+    #: PEM file of the CAs that sign the Redis server's certificate (``rediss://``);
+    #: None: the system's trust store (or the URL's ``ssl_ca_certs``).
+    redis_ca: Optional[str] = None
     key_prefix: str = "symple:"
     auth_hook: Optional[AuthHook] = None
     join_hook: Optional[JoinHook] = None

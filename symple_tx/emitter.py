@@ -17,25 +17,33 @@ from typing import Any, Optional, Union
 from twisted.internet.defer import Deferred
 
 from . import wire
-from .redis_store import SESSION_PREFIX, RedisAddress, RedisSessionStore
+from .redis import connect
+from .redis.address import RedisAddress
+from .redis.keys import Keys
+from .redis.store import SESSION_PREFIX, RedisSessionStore
 
-BROADCAST_CHANNEL = "symple:broadcast"
+BROADCAST_CHANNEL = Keys().broadcast
 
 #: A destination: ``user|id``, a room (a user's own room included) or rooms.
 Target = Union[str, list[str], tuple[str, ...]]
 
 
-def connect_redis(url: str) -> Any:
-    """A lazy, self-reconnecting txredisapi connection for a Redis URL."""
-    return RedisAddress.parse(url).connect(poolsize=1)
+def connect_redis(url: str, ca_file: Optional[str] = None) -> Any:
+    """A lazy, self-reconnecting txredisapi connection for a Redis URL.
+
+    ``rediss://`` verifies the server's certificate against the system's CAs,
+    or ``ca_file`` (or the URL's ``?ssl_ca_certs=``).
+    """
+    return connect.pool(RedisAddress.parse(url, ca_file))
 
 
 class Sessions(RedisSessionStore):
     """Session tokens at ``symple:session:<token>``: the JSON object the server merges at auth."""
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = SESSION_PREFIX) -> "Sessions":
-        return cls(connect_redis(url), prefix)
+    def from_url(cls, url: str, prefix: str = SESSION_PREFIX,
+                 ca_file: Optional[str] = None) -> "Sessions":
+        return cls(connect_redis(url, ca_file), prefix)
 
     def set(self, token: str, session: dict, ttl: Optional[int] = None) -> Deferred:
         """Store a session (``user``, ``name``, ``rooms``, extra fields); expires after ``ttl`` s."""
@@ -90,8 +98,8 @@ class Emitter:
         self.sessions = sessions or Sessions(redis)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> "Emitter":
-        return cls(connect_redis(url), **options)
+    def from_url(cls, url: str, ca_file: Optional[str] = None, **options: Any) -> "Emitter":
+        return cls(connect_redis(url, ca_file), **options)
 
     # -- chained builders ------------------------------------------------------
 

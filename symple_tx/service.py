@@ -1,8 +1,10 @@
 """Assembling a server: the parts, the listeners and graceful shutdown.
 
 ``SympleServer`` wires settings into a router, authenticator, WebSocket
-factory and HTTP pages.  ``SympleService`` is the ``twisted.application``
-service that ``twistd symple`` runs; embedders can use either.
+factory and HTTP pages; building it opens nothing.  ``start`` connects to
+Redis and starts the bus's timers, ``shutdown`` drains and stops them in
+reverse order.  ``SympleService`` is the ``twisted.application`` service that
+``twistd symple`` runs and calls both; embedders can use either.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from .auth import Authenticator
-from .broadcast import BroadcastSubscriber
+from .broadcast import Broadcast
 from .cluster import RedisBus
 from .config import Settings
 from .listen import server_endpoint
 from .metrics import Metrics
-from .redis_store import RedisAddress, RedisSessionStore
+from .redis.address import RedisAddress
+from .redis.connect import Outage, Pool
+from .redis.keys import Keys
+from .redis.store import RedisSessionStore
 from .router import Router
 from .web import Health, SymplePortFactory, SympleResource, http_root
 from .websocket import SympleServerFactory
@@ -40,25 +45,28 @@ class SympleServer:
         self.settings = settings = settings or Settings()
         self.metrics = Metrics()
         self.router = Router(settings, self.metrics)
-        self.redis: Any = None
-        self.broadcast: Optional[BroadcastSubscriber] = None
+        #: The session store's connections (with ``--redis``).
+        self.pool: Optional[Pool] = None
+        self.broadcast: Optional[Broadcast] = None
+        #: Logs Redis outages once and tells ``/healthz`` (with ``--redis``).
+        self.outage: Optional[Outage] = None
+        self.started = False
         store = None
         self.health = Health(self.router)
         if settings.redis_url:
-            address = RedisAddress.parse(settings.redis_url)
-            self.redis = address.connect()
-            store = RedisSessionStore(self.redis, settings.key_prefix + "session:")
-            cluster_prefix = settings.cluster_prefix or settings.key_prefix + "cluster:"
-            self.router.bus = RedisBus(self.router, address, cluster_prefix,
-                                       settings.node_timeout, reactor)
-            self.router.bus.start()
-            self.broadcast = BroadcastSubscriber(self.router, address,
-                                                 settings.key_prefix + "broadcast", reactor)
-            self.broadcast.start()
+            address = RedisAddress.parse(settings.redis_url, settings.redis_ca)
+            keys = Keys(settings.key_prefix, settings.cluster_prefix)
+            self.pool = Pool(address, reactor, poolsize=4)
+            store = RedisSessionStore(self.pool.redis, keys.session_prefix)
+            bus = RedisBus(self.router, address, keys, settings.node_timeout, reactor)
+            self.router.bus = bus
+            self.broadcast = Broadcast(self.router, keys.broadcast)
+            bus.subscribe(keys.broadcast, self.broadcast.received)
+            self.outage = Outage(address)
+            self.outage.watch(bus.publisher, bus.subscriber, *self.pool.connections)
+            self.health.checks.append(self.outage.problem)
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
-        if self.redis is not None:
-            self.health.checks.append(self._redis_problem)
         self.pages = http_root(self.router, self.health, settings.demo)
         self.site = Site(self.pages)
         self.site.displayTracebacks = False
@@ -68,14 +76,20 @@ class SympleServer:
         self.site.timeOut = settings.auth_timeout
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
-    def _redis_problem(self) -> Optional[str]:
-        """``/healthz`` turns 503 while the store's pool or the cluster bus has no Redis."""
-        factory = getattr(self.redis, "_factory", None)  # txredisapi's pool
-        if factory is not None and not getattr(factory, "size", 0):
-            return "redis unreachable"
-        if self.router.bus.problem():
-            return "redis unreachable"
-        return None
+    @property
+    def redis(self) -> Any:
+        """The session store's txredisapi command interface, or None."""
+        return self.pool.redis if self.pool is not None else None
+
+    def start(self) -> None:
+        """Connect to Redis and start the bus (``SympleService`` calls it; so must an
+        embedder that mounts ``resource()`` without one).  Idempotent."""
+        if self.started:
+            return
+        self.started = True
+        if self.pool is not None:
+            self.pool.start()
+        self.router.bus.start()
 
     def resource(self) -> SympleResource:
         """A ``twisted.web`` resource to mount in an existing site."""
@@ -104,10 +118,9 @@ class SympleServer:
         else:
             timeout.cancel()
         yield bus_stopped
-        if self.broadcast is not None:
-            yield self.broadcast.stop()
-        if self.redis is not None:
-            yield self.redis.disconnect()
+        if self.pool is not None:
+            yield self.pool.stop()
+        self.started = False
 
 
 class SympleService(MultiService):
@@ -135,6 +148,10 @@ class SympleService(MultiService):
             listener._waitingForPort.addErrback(lambda f, d=d: (d.errback(f), f)[1])
             waits.append(d)
         return defer.gatherResults(waits, consumeErrors=True)
+
+    def startService(self) -> None:
+        self.server.start()
+        super().startService()
 
     @defer.inlineCallbacks
     def stopService(self):

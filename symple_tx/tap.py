@@ -22,7 +22,7 @@ from . import listen
 from .cluster.workers import Supervisor, worker_endpoints
 from .config import Settings
 from .hooks import load_callable
-from .redis_store import RedisAddress
+from .redis.address import RedisAddress
 from .service import SympleServer, SympleService
 
 DEFAULT_PORT = 4500
@@ -106,6 +106,9 @@ class SympleOptions(usage.Options):
         ["redis", "r", None, "Redis URL (redis://[:password@]host:port/db, rediss://, "
          "unix:/path) for the session store. Default: none (no session store). "
          "Env SYMPLE_REDIS_URL or REDIS_URL."],
+        ["redis-ca", None, None, "PEM file of the CAs that sign the Redis server's "
+         "certificate (rediss://). Default: the system's trust store, or the URL's "
+         "?ssl_ca_certs=. Env SYMPLE_REDIS_CA."],
         ["session-ttl", None, 0, "Seconds to extend a stored session's expiry at each "
          "auth; 0 leaves it alone.", _int],
         ["auth-hook", None, None, "module:callable deciding each auth (sync, Deferred or "
@@ -230,6 +233,7 @@ class SympleOptions(usage.Options):
             dynamic_rooms=not self["no-dynamic-rooms"],
             session_ttl=self["session-ttl"],
             redis_url=self["redis"],
+            redis_ca=self["redis-ca"],
             max_message_size=self["max-message-size"],
             rate_limit=self["rate-limit"],
             rate_period=self["rate-period"],
@@ -252,9 +256,13 @@ class SympleOptions(usage.Options):
                     raise usage.UsageError(f"--{option}: {exc}")
         if settings.redis_url:
             try:
-                RedisAddress.parse(settings.redis_url)
+                address = RedisAddress.parse(settings.redis_url, settings.redis_ca)
             except ValueError as exc:
                 raise usage.UsageError(f"--redis: {exc}")
+            if address.ca_file is not None and not os.access(address.ca_file, os.R_OK):
+                raise usage.UsageError(f"--redis-ca: cannot read {address.ca_file!r}")
+        elif settings.redis_ca:
+            raise usage.UsageError("--redis-ca needs --redis")
         if settings.authentication and not (settings.redis_url or settings.auth_hook):
             raise usage.UsageError("--authentication needs --redis (session store) or --auth-hook")
         return settings

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 
 import orjson
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from symple_tx.broadcast import BroadcastSubscriber
+from symple_tx.broadcast import Broadcast
 from symple_tx.config import Settings
 from symple_tx.emitter import Emitter, connect_redis
-from symple_tx.redis_store import RedisAddress
+from symple_tx.redis import RedisAddress
+from symple_tx.redis.connect import Subscription
 from symple_tx.session import Identity, Session
+from tests.cluster_support import private_redis
 from tests.fakes import FakeLink, connect, make_router
-from tests.support import ServerTestCase, eventually, free_port, redis_required, with_timeout
+from tests.support import ServerTestCase, eventually, redis_required, with_timeout
 
 
 class DeliverTrustedTests(unittest.TestCase):
@@ -81,7 +78,7 @@ class ReceivedTests(unittest.TestCase):
         router = make_router()
         session, link = connect(router, "alice")
         link.take()
-        subscriber = BroadcastSubscriber(router, RedisAddress())
+        subscriber = Broadcast(router)
         self.assertEqual(subscriber.received("{not json"), 0)
         self.assertEqual(subscriber.received("[1, 2]"), 0)
         self.assertEqual(subscriber.received(None), 0)
@@ -99,7 +96,7 @@ class EmitterToClientTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_emitter_frame_reaches_client(self):
-        yield with_timeout(self.server.broadcast.when_subscribed(), what="subscription")
+        yield with_timeout(self.server.router.bus.subscriber.when_subscribed(), what="subscription")
         alice = yield self.peer("alice", rooms=["team"])
         redis = connect_redis("redis://127.0.0.1:6379")
         self.addCleanup(redis.disconnect)
@@ -117,56 +114,19 @@ class EmitterToClientTests(ServerTestCase):
         self.assertEqual(frame["name"], "refresh")
 
 
-class RedisProcess:
-    """A private redis-server on a free port that a test may kill and restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.directory = tempfile.mkdtemp()
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.directory],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return eventually(self.answers, what="redis-server to listen")
-
-    def answers(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 class ResubscribeTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_subscription_survives_a_redis_restart(self):
-        if not shutil.which("redis-server"):
-            if os.environ.get("SYMPLE_REQUIRE_REDIS"):
-                self.fail("redis-server is not installed")
-            raise unittest.SkipTest("redis-server is not installed")
-        redis = RedisProcess()
-        self.addCleanup(redis.cleanup)
-        yield redis.start()
+        redis = yield private_redis(self)
         router = make_router()
         session, link = connect(router, "alice")
-        subscriber = BroadcastSubscriber(router, RedisAddress(port=redis.port))
+        subscriber = Subscription(RedisAddress(port=redis.port))
+        subscriber.add("symple:broadcast", Broadcast(router).received)
         subscriber.start()
         self.addCleanup(subscriber.stop)
         yield with_timeout(subscriber.when_subscribed(1), what="first subscription")
 
-        redis.stop()
+        yield redis.stop()
         yield redis.start()
         yield with_timeout(subscriber.when_subscribed(2), seconds=15, what="resubscription")
         publisher = connect_redis(f"redis://127.0.0.1:{redis.port}")

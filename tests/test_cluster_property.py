@@ -26,7 +26,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from symple_tx.cluster import RedisBus, codec
-from symple_tx.redis_store import RedisAddress
+from symple_tx.redis import RedisAddress
 from symple_tx.router import Router
 from symple_tx.session import Session
 
@@ -48,7 +48,7 @@ class SimulatedRedis:
 
     def publish(self, publisher: str, channel: str, message: bytes) -> None:
         for node, bus in self.buses.items():
-            if node != publisher and channel in bus._subscriptions:
+            if node != publisher and channel.encode() in bus.subscriber.handlers:
                 self.queues.setdefault((publisher, node), deque()).append((channel, message))
 
     def pending(self) -> list[tuple[str, str]]:

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from symple_tx.cluster import RedisBus, codec, redis_bus
-from symple_tx.redis_store import RedisAddress
+from symple_tx.redis import Keys, RedisAddress
 
 from tests.fakes import connect, make_router
 
@@ -46,10 +46,11 @@ class CodecTests(unittest.TestCase):
         self.assertEqual(codec.parse_delivery(message), ("message", ["id1", "id2"], payload))
 
     def test_names_stay_apart_from_the_gem_names(self):
-        channels = codec.Channels()
-        for name in (channels.control, channels.node("abc"), channels.alive_key("abc")):
+        keys = Keys()
+        for name in (keys.control, keys.node("abc"), keys.alive("abc")):
             self.assertTrue(name.startswith("symple:cluster:"), name)
-        self.assertEqual(codec.Channels("app:cluster:").control, "app:cluster:control")
+        self.assertEqual(Keys(cluster_prefix="app:cluster:").control, "app:cluster:control")
+        self.assertEqual(Keys("app:").control, "app:cluster:control")
 
     def test_parse_event_refuses_non_events(self):
         for message in (b"", b"[1]", b'{"op": 1, "node": "x"}', b'{"op": "beat"}', b"\xff"):

@@ -10,8 +10,8 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from symple_tx.cluster.connection import Connection
-from symple_tx.redis_store import RedisAddress
+from symple_tx.redis import RedisAddress
+from symple_tx.redis.connect import Subscription
 from symple_tx.tap import SympleOptions
 from tests.cluster_support import SOURCE_ROOT, PeersMixin, eventually, private_redis
 from tests.support import (clean_environment, free_port, http_get, self_signed_cert,
@@ -41,18 +41,20 @@ class ControlWatcher:
     def __init__(self, url: str) -> None:
         self.node_of: dict[str, str] = {}
         self.subscribed = False
-        self.connection = Connection(RedisAddress.parse(url), self, subscriber=True)
+        self.connection = Subscription(RedisAddress.parse(url), listeners=[self])
+        self.connection.add("symple:cluster:control", self.received)
         self.connection.start()
 
     def ready(self, connection, protocol) -> None:
-        def done(_):
-            self.subscribed = True
-        protocol.subscribe("symple:cluster:control").addCallback(done)
+        self.subscribed = True
 
     def lost(self, connection, protocol) -> None:
         self.subscribed = False
 
-    def received(self, channel: bytes, message: bytes) -> None:
+    def failed(self, connection, why) -> None:
+        pass
+
+    def received(self, message: bytes) -> None:
         event = orjson.loads(message)
         if event.get("op") == "open":
             self.node_of[event["s"]["id"]] = event["node"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +9,6 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
-from twisted.trial import unittest
 
 from symple_tx.config import Settings
 from tests.support import ServerTestCase, eventually, http_get, with_timeout
@@ -206,14 +203,8 @@ class RedisHealthTests(HttpTestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        from tests.test_broadcast import RedisProcess
-        if not shutil.which("redis-server"):
-            if os.environ.get("SYMPLE_REQUIRE_REDIS"):
-                self.fail("redis-server is not installed")
-            raise unittest.SkipTest("redis-server is not installed")
-        self.redis = RedisProcess()
-        self.addCleanup(self.redis.cleanup)
-        yield self.redis.start()
+        from tests.cluster_support import private_redis
+        self.redis = yield private_redis(self)
         yield super().setUp()
 
     def make_settings(self) -> Settings:
@@ -237,7 +228,7 @@ class RedisHealthTests(HttpTestCase):
     @defer.inlineCallbacks
     def test_healthz_is_503_while_redis_is_down(self):
         yield self.wait_health(200)
-        self.redis.stop()
+        yield self.redis.stop()
         body = yield self.wait_health(503)
         self.assertEqual(body["problems"], ["redis unreachable"])
         yield self.redis.start()

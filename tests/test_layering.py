@@ -135,7 +135,8 @@ class ImportGraphTests(unittest.TestCase):
         graph = import_graph()
         self.assertIn("symple_tx.router", graph["symple_tx.websocket"])
         self.assertIn("symple_tx.autobahn_support", graph["symple_tx.client.protocol"])
-        self.assertIn("symple_tx.endpoints", graph["symple_tx.redis_store"])  # a lazy import
+        self.assertIn("symple_tx.endpoints", graph["symple_tx.redis.address"])
+        self.assertIn("symple_tx.redis.connect", graph["symple_tx.cli.backend"])
         self.assertIn("symple_tx.cluster.redis_bus", reach(graph, ["symple_tx.tap"]))
         self.assertIn("symple_tx.client.peer", reach(graph, ["symple_tx.cli"]))
 

@@ -73,7 +73,7 @@ class DefaultTests(unittest.TestCase):
 
     def test_every_parameter_has_a_test_here(self):
         covered = {p[0] for p in PARAMETERS} | {"port", "auth-hook", "join-hook", "ssl-key",
-                                                 "ssl-cert", "workers"}
+                                                 "ssl-cert", "workers", "redis-ca"}
         self.assertEqual({p[0] for p in SympleOptions.optParameters}, covered)
         self.assertEqual({f[0] for f in SympleOptions.optFlags},
                          {f[0] for f in FLAGS} | {"authentication"})
@@ -91,6 +91,22 @@ class CommandLineTests(unittest.TestCase):
             settings = parse([f"--{flag}"])["settings"]
             self.assertEqual(getattr(settings, attribute), expected, flag)
             self.assertEqual(getattr(Settings(), attribute), not expected, flag)
+
+    def test_redis_ca_goes_with_a_tls_redis_url(self):
+        ca = self.mktemp()
+        with open(ca, "w") as f:
+            f.write("")
+        settings = parse(["--redis", "rediss://redis.example:6380", "--redis-ca", ca])["settings"]
+        self.assertEqual(settings.redis_ca, ca)
+        for argv, message in (
+                (["--redis-ca", ca], "--redis-ca needs --redis"),
+                (["--redis", "redis://127.0.0.1", "--redis-ca", ca], "needs rediss://"),
+                (["--redis", "rediss://h", "--redis-ca", ca + ".missing"], "cannot read"),
+                (["--redis", "redis://h/0?ssl_ca_certs=x"], "needs rediss://"),
+                (["--redis", "redis://h/0?timeout=3"], "unknown option 'timeout'")):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(argv)
+            self.assertIn(message, str(caught.exception), argv)
 
     def test_authentication_with_hooks(self):
         settings = parse(["-a", "--auth-hook", "tests.test_tap:allow_all",

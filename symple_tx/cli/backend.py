@@ -5,36 +5,29 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from twisted.internet import defer
-from twisted.internet.error import ConnectError as TwistedConnectError
-
 from ..emitter import Emitter
-from ..redis_store import RedisAddress
+from ..redis import connect
+from ..redis.address import RedisAddress
+from ..redis.keys import Keys
 from .common import CommandError, build_frame, err, json_lines, out
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379"
 
 
 async def open_redis(reactor: Any, args: argparse.Namespace) -> Any:
-    """A connection that fails fast (no retrying) when Redis is unreachable."""
-    import txredisapi
+    """A connection that fails fast (no retrying) when Redis is unreachable.
 
+    ``rediss://`` verifies the server's certificate (``--redis-ca`` or the
+    system's CAs), like every other Redis connection.
+    """
     try:
-        address = RedisAddress.parse(args.redis)
+        address = RedisAddress.parse(args.redis, getattr(args, "redis_ca", None))
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    options = dict(dbid=address.db or None, reconnect=False, password=address.password,
-                   convertNumbers=False)
-    if address.unix_path:
-        pending = txredisapi.UnixConnection(address.unix_path, **options)
-    else:
-        pending = txredisapi.Connection(address.host, address.port, username=address.username,
-                                        ssl_context_factory=address.tls,
-                                        connectTimeout=args.timeout, **options)
     try:
-        return await pending.addTimeout(args.timeout, reactor)
-    except (TwistedConnectError, defer.TimeoutError, ValueError, ConnectionError) as exc:
-        raise CommandError(f"cannot connect to Redis at {args.redis}: {exc}") from None
+        return await connect.connect_once(address, reactor, args.timeout)
+    except ConnectionError as exc:
+        raise CommandError(str(exc)) from None
 
 
 async def with_redis(reactor: Any, args: argparse.Namespace,
@@ -51,7 +44,7 @@ async def run_emit(reactor: Any, args: argparse.Namespace) -> None:
     if args.sender:
         frame["from"] = args.sender
     try:
-        emitter = Emitter(None, channel=args.prefix + "broadcast").to(
+        emitter = Emitter(None, channel=Keys(args.prefix).broadcast).to(
             args.to[0] if len(args.to) == 1 and not args.rooms else args.to)
         frame = emitter.frame(frame)
     except ValueError as exc:

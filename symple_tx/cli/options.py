@@ -61,6 +61,9 @@ def redis_options(parser: argparse.ArgumentParser) -> None:
                         or os.environ.get("REDIS_URL") or DEFAULT_REDIS, metavar="URL",
                         help="Redis URL (default $SYMPLE_REDIS_URL, $REDIS_URL or "
                              f"{DEFAULT_REDIS})")
+    parser.add_argument("--redis-ca", metavar="PEM",
+                        help="trust these CA certificates for rediss:// (default: the "
+                             "system's, or the URL's ?ssl_ca_certs=)")
     parser.add_argument("--prefix", default="symple:",
                         help="key prefix, as the server's key prefix (default symple:)")
     timeout_option(parser)

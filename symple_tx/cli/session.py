@@ -7,13 +7,14 @@ import secrets
 from typing import Any
 
 from ..emitter import Sessions
+from ..redis.keys import Keys
 from .backend import with_redis
 from .common import CommandError, json_lines, out
 
 
 async def run_session(reactor: Any, args: argparse.Namespace) -> None:
     async def use(redis: Any) -> None:
-        sessions = Sessions(redis, args.prefix + "session:")
+        sessions = Sessions(redis, Keys(args.prefix).session_prefix)
         if args.action == "create":
             token = args.token or secrets.token_urlsafe(24)
             session: dict[str, Any] = dict(args.session_data or {})

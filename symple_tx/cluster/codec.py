@@ -9,11 +9,12 @@ Two shapes, told apart by their first byte:
 * a **control event** (``{``): a JSON object with ``op`` and the sending
   ``node``: ``open``, ``close``, ``join``, ``leave``, ``presence``, ``beat``,
   ``sync``, ``bye``.  See docs/clustering.md.
+
+Channel names are ``symple_tx.redis.keys.Keys``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import orjson
@@ -22,26 +23,6 @@ if TYPE_CHECKING:
     from ..session import Session
 
 DELIVERY = ord("d")
-
-
-@dataclass(frozen=True)
-class Channels:
-    """The cluster's channel and key names, under its prefix (default ``symple:cluster:``)."""
-
-    prefix: str = "symple:cluster:"
-
-    @property
-    def control(self) -> str:
-        """Every process: membership changes, heartbeats, syncs, goodbyes."""
-        return self.prefix + "control"
-
-    def node(self, node_id: str) -> str:
-        """One process: deliveries for its sessions and sync replies."""
-        return self.prefix + "node:" + node_id
-
-    def alive_key(self, node_id: str) -> str:
-        """A key refreshed with each heartbeat and expiring with the node timeout."""
-        return self.prefix + "alive:" + node_id
 
 
 def delivery(kind: str, session_ids: Iterable[str], payload: bytes) -> bytes:

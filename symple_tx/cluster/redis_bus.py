@@ -8,9 +8,10 @@ Layout (docs/clustering.md explains the choice):
   recipients there (one publish per process, whatever the recipient count)
   and sync replies addressed to it;
 
-The Ruby gem's ``<prefix>broadcast`` channel has its own subscriber
-(``symple_tx.broadcast``): every process delivers those frames to its own
-sessions.
+The Ruby gem's ``<prefix>broadcast`` channel is subscribed on the same
+connection (``subscribe``; ``symple_tx.broadcast`` delivers its frames to
+this process's sessions), so it comes back with the bus after an outage and
+the bus is up only once everything is subscribed again.
 
 One publishing and one subscribed connection per process, so Redis keeps the
 order of everything one process says, on every channel, for every listener.
@@ -27,11 +28,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..bus import Bus
-from ..redis_store import RedisAddress
+from ..redis.address import RedisAddress
+from ..redis.connect import Connection, Subscription
+from ..redis.keys import Keys
 from ..router import Router
 from ..session import Session
 from . import codec
-from .connection import Connection
 from .membership import Membership
 
 log = Logger()
@@ -71,7 +73,7 @@ class BusMetrics:
 class RedisBus(Bus):
     """Connects this process's router to the others through Redis pub/sub."""
 
-    def __init__(self, router: Router, address: RedisAddress, prefix: str = "symple:cluster:",
+    def __init__(self, router: Router, address: RedisAddress, keys: Keys = Keys(),
                  node_timeout: float = NODE_TIMEOUT, reactor: Any = None,
                  node_id: Optional[str] = None) -> None:
         if reactor is None:
@@ -79,17 +81,15 @@ class RedisBus(Bus):
         self.reactor = reactor
         self.router = router
         self.node = node_id or secrets.token_hex(6)
-        self.channels = codec.Channels(prefix)
-        self.inbox = self.channels.node(self.node)
-        self._control = self.channels.control
-        self._subscriptions = [self._control, self.inbox]
-        self._handlers = {self._control.encode(): self._on_message,
-                          self.inbox.encode(): self._on_message}
+        self.channels = keys
+        self.inbox = keys.node(self.node)
+        self._control = keys.control
         self.node_timeout = node_timeout
         self.membership = Membership(router, reactor.seconds)
-        self.publisher = Connection(address, self, subscriber=False, reactor=reactor)
-        self.subscriber = Connection(address, self, subscriber=True, reactor=reactor)
-        self._subscribed: Any = None
+        self.publisher = Connection(address, reactor, listeners=[self])
+        self.subscriber = Subscription(address, reactor, listeners=[self])
+        for channel in (self._control, self.inbox):
+            self.subscriber.add(channel, lambda m, c=channel.encode(): self.received(c, m))
         self.up = False
         self._was_up = False
         self._leaving = False
@@ -102,6 +102,10 @@ class RedisBus(Bus):
                                   lambda: 1 if self.up else 0)
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def subscribe(self, channel: str, handler: Callable[[bytes], Any]) -> None:
+        """Receive ``channel`` too (the broadcast channel); the bus is up only once it is."""
+        self.subscriber.add(channel, handler)
 
     def start(self) -> None:
         self.publisher.start()
@@ -126,7 +130,7 @@ class RedisBus(Bus):
         if protocol is None:
             return succeed(None)
         d = protocol.publish(self._control, codec.event("bye", self.node))
-        d.addCallback(lambda _: protocol.delete(self.channels.alive_key(self.node)))
+        d.addCallback(lambda _: protocol.delete(self.channels.alive(self.node)))
         timer = self.reactor.callLater(BYE_TIMEOUT, d.cancel)
 
         def done(_: Any) -> None:  # said or not, we are going
@@ -145,38 +149,25 @@ class RedisBus(Bus):
     def problem(self) -> Optional[str]:
         return None if self.up else "redis unreachable (cluster bus)"
 
-    # -- connection state (from ``Connection``) ------------------------------------
+    # -- connection state (``redis.connect.Listener``; the server's ``Outage`` logs it) --
 
     def ready(self, connection: Connection, protocol: Any) -> None:
-        if connection is self.subscriber:
-            self._subscribed = None
-            d = protocol.subscribe(self._subscriptions)
-            d.addCallback(lambda _: self._now_subscribed(protocol))
-            d.addErrback(lambda f: log.warn("Subscribing failed: {e}", e=f.getErrorMessage()))
-        else:
-            self._check_up()
-
-    def _now_subscribed(self, protocol: Any) -> None:
-        if self.subscriber.protocol is protocol:
-            self._subscribed = protocol
-            self._check_up()
+        self._check_up()
 
     def lost(self, connection: Connection, protocol: Any) -> None:
-        if connection is self.subscriber:
-            self._subscribed = None
-        if self.up and not self._leaving:
-            log.warn("Lost Redis: serving local sessions only until it is back")
         self.up = False
+
+    def failed(self, connection: Connection, why: str) -> None:
+        pass
 
     def _check_up(self) -> None:
         if self.up or self._leaving:
             return
-        if self.publisher.protocol is None or self._subscribed is None:
+        if self.publisher.protocol is None or self.subscriber.protocol is None:
             return
         self.up = True
         if self._was_up:
             self.metrics.reconnects.inc()
-            log.info("Redis is back: re-registering our sessions")
         self._was_up = True
         # Everyone mirrors our full state and answers with theirs: this
         # repairs whatever was lost while we were away.
@@ -237,7 +228,7 @@ class RedisBus(Bus):
             return
         self._tell("beat")
         ttl = max(1, int(self.node_timeout * 1000))
-        protocol.set(self.channels.alive_key(self.node), "1", expire=None,
+        protocol.set(self.channels.alive(self.node), "1", expire=None,
                      pexpire=ttl).addErrback(lambda _: None)
 
     def _expire(self) -> None:
@@ -247,11 +238,9 @@ class RedisBus(Bus):
     # -- incoming ----------------------------------------------------------------
 
     def received(self, channel: bytes, message: bytes) -> None:
-        handler = self._handlers.get(channel)
-        if handler is None:
-            return
+        """A message on one of the bus's own channels."""
         try:
-            handler(message)
+            self._on_message(message)
         except Exception:
             self.metrics.invalid.inc()
             log.failure("Unusable message on {channel}", channel=channel)

@@ -1,0 +1,58 @@
+"""Key and channel names: spelled here and nowhere else.
+
+The layout under the default prefix ``symple:`` is the Ruby gem's, so Ruby
+and Python backends share one server:
+
+* ``symple:session:<token>`` — a stored session (JSON), read at auth;
+* ``symple:broadcast`` — frames backends publish for every server process;
+* ``symple:cluster:`` — the cluster's own channels and keys (its prefix can be
+  set apart, so processes on one Redis may form separate clusters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+DEFAULT_PREFIX = "symple:"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The names under one key prefix (and, optionally, a cluster prefix of its own)."""
+
+    prefix: str = DEFAULT_PREFIX
+    cluster_prefix: Optional[str] = None
+
+    @property
+    def session_prefix(self) -> str:
+        return self.prefix + "session:"
+
+    def session(self, token: str) -> str:
+        """The key of the stored session for ``token``."""
+        return self.session_prefix + token
+
+    @property
+    def broadcast(self) -> str:
+        """The channel backends publish frames on (``Emitter``, the Ruby gem)."""
+        return self.prefix + "broadcast"
+
+    @property
+    def cluster(self) -> str:
+        """The prefix of everything the cluster bus names."""
+        if self.cluster_prefix is not None:
+            return self.cluster_prefix
+        return self.prefix + "cluster:"
+
+    @property
+    def control(self) -> str:
+        """Every process: membership changes, heartbeats, syncs, goodbyes."""
+        return self.cluster + "control"
+
+    def node(self, node_id: str) -> str:
+        """One process: deliveries for its sessions and sync replies."""
+        return self.cluster + "node:" + node_id
+
+    def alive(self, node_id: str) -> str:
+        """A key refreshed with each heartbeat and expiring with the node timeout."""
+        return self.cluster + "alive:" + node_id
