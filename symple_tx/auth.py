@@ -20,7 +20,7 @@ from .wire import ProtocolError
 
 
 class SessionStore(Protocol):
-    """Looks up stored sessions by token (see ``symple_tx.redis_store``)."""
+    """Looks up stored sessions by token (see ``symple_tx.redis.store``)."""
 
     def get(self, token: str) -> Deferred:
         """Fires with the stored session object, or None when unknown."""
