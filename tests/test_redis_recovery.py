@@ -1,0 +1,133 @@
+"""Redis goes away and comes back: no gap after /healthz says ok, one log line each way."""
+
+from __future__ import annotations
+
+import orjson
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+
+from symple_tx.config import Settings
+from symple_tx.service import SympleServer, SympleService
+from tests.cluster_support import RedisServer, private_redis, require_redis_server
+from tests.support import ServerTestCase, eventually, http_get
+
+
+class LogCapture:
+    """Every log event's text while a test runs."""
+
+    def __init__(self, test) -> None:
+        self.lines: list[str] = []
+        globalLogPublisher.addObserver(self.observe)
+        test.addCleanup(globalLogPublisher.removeObserver, self.observe)
+
+    def observe(self, event: dict) -> None:
+        self.lines.append(formatEvent(event) or "")
+
+    def matching(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+class RecoveryTests(ServerTestCase):
+    """A backend frame published as soon as /healthz is ok again is delivered."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield private_redis(self)
+        yield super().setUp()
+
+    def make_settings(self) -> Settings:
+        return Settings(redis_url=self.redis.url, demo=False)
+
+    @defer.inlineCallbacks
+    def health(self):
+        code, _, body = yield http_get(f"http://127.0.0.1:{self.port}/healthz")
+        return code, orjson.loads(body)
+
+    @defer.inlineCallbacks
+    def wait_health(self, wanted: int):
+        deadline = reactor.seconds() + 20
+        while True:
+            code, body = yield self.health()
+            if code == wanted:
+                return body
+            self.assertLess(reactor.seconds(), deadline, f"/healthz stayed {code}: {body}")
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_frame_published_right_after_healthz_ok_is_delivered(self):
+        yield self.wait_health(200)
+        alice = yield self.peer("alice")
+        for round_ in range(2):  # a second outage follows the same path
+            yield self.redis.stop()
+            body = yield self.wait_health(503)
+            self.assertEqual(body["problems"], ["redis unreachable"])
+            yield self.redis.start()
+            yield self.wait_health(200)
+            # At once, from a backend's own connection: nothing waits for the server.
+            frame = {"type": "message", "from": "bot|backend", "to": "alice", "data": round_}
+            receivers = self.redis.command("PUBLISH", "symple:broadcast",
+                                           orjson.dumps(frame).decode())
+            self.assertEqual(receivers.strip(), "1")
+            got = yield alice.expect(lambda f: f.get("from") == "bot|backend", "backend frame")
+            self.assertEqual(got["data"], round_)
+            # The session store is back too: a command through its pool answers.
+            self.assertTrue(self.server.pool.connected)
+            self.assertIsNone((yield self.server.redis.get("symple:session:none")))
+
+
+class OutageLogTests(ServerTestCase):
+    """An unreachable Redis is one readable line, not a line per retry; its return is another."""
+
+    def setUp(self):
+        require_redis_server(self)
+        self.redis = RedisServer()  # its port, not started yet
+        self.addCleanup(self.redis.cleanup)
+        self.log = LogCapture(self)
+        return super().setUp()
+
+    def make_settings(self) -> Settings:
+        return Settings(redis_url=self.redis.url, demo=False)
+
+    @defer.inlineCallbacks
+    def test_one_line_per_state_change(self):
+        bus = self.server.router.bus
+        yield eventually(lambda: bus.publisher.attempts >= 4, seconds=10,
+                         what="several connection attempts")
+        where = f"127.0.0.1:{self.redis.port}"
+        self.assertEqual(self.log.matching("Cannot reach Redis"),
+                         [f"Cannot reach Redis at {where} (connection refused); retrying; "
+                          f"local sessions are served"])
+        self.assertEqual(self.log.matching("retry"), self.log.matching("Cannot reach"))
+        self.assertEqual(self.log.matching("Scheduling"), [])
+        yield self.redis.start()
+        yield eventually(lambda: self.log.matching("is back"), seconds=10, what="back line")
+        self.assertEqual(self.log.matching("is back"), [f"Redis at {where} is back"])
+        self.assertEqual(len(self.log.matching("Cannot reach Redis")), 1)
+        # Lost again, said again (once).
+        yield self.redis.stop()
+        yield eventually(lambda: len(self.log.matching("Cannot reach Redis")) == 2,
+                         what="second outage line")
+        self.assertIn(f"Cannot reach Redis at {where} (connection lost)",
+                      self.log.matching("Cannot reach Redis")[1])
+
+
+class StopWhileDownTests(ServerTestCase):
+    """Stopping a server whose Redis never answered is quick and says nothing more."""
+
+    def setUp(self):
+        require_redis_server(self)
+        self.redis = RedisServer()
+        self.addCleanup(self.redis.cleanup)
+        self.log = LogCapture(self)
+        return super().setUp()
+
+    def make_settings(self) -> Settings:
+        return Settings(redis_url=self.redis.url, demo=False)
+
+    @defer.inlineCallbacks
+    def test_stop_without_redis(self):
+        yield eventually(lambda: self.log.matching("Cannot reach Redis"), what="outage line")
+        yield self.service.stopService()
+        self.service = SympleService(SympleServer(Settings()))  # cleanup stops this one
+        self.assertEqual(len(self.log.matching("Cannot reach Redis")), 1)
