@@ -50,7 +50,7 @@ class BusMetrics:
     """Counters of the Redis bus, in the server's registry."""
 
     def __init__(self, registry: Any, nodes: Callable[[], float],
-                 up: Callable[[], float]) -> None:
+                 up: Callable[[], float], remote: Callable[[], float]) -> None:
         r = registry
         self.publishes = Counter("symple_bus_publishes", "Messages published to Redis, by kind",
                                  ["kind"], registry=r)
@@ -66,6 +66,9 @@ class BusMetrics:
         self.nodes.set_function(nodes)
         self.up = Gauge("symple_bus_up", "1 while the bus is connected to Redis", registry=r)
         self.up.set_function(up)
+        self.remote_sessions = Gauge("symple_bus_remote_sessions", "Sessions of other "
+                                     "processes mirrored here", registry=r)
+        self.remote_sessions.set_function(remote)
         self.sent = {kind: self.publishes.labels(kind) for kind in ("delivery", "control")}
         self.got = {kind: self.receives.labels(kind) for kind in ("delivery", "control")}
 
@@ -99,7 +102,8 @@ class RedisBus(Bus):
         self._reaper.clock = reactor
         self.metrics = BusMetrics(router.metrics.registry,
                                   lambda: len(self.membership.nodes) + 1,
-                                  lambda: 1 if self.up else 0)
+                                  lambda: 1 if self.up else 0,
+                                  self.membership.remote_sessions)
 
     # -- lifecycle ---------------------------------------------------------------
 
