@@ -104,7 +104,8 @@ class SympleOptions(usage.Options):
         ["port", "p", None, f"Shorthand for --listen tcp:PORT (or ssl:PORT with "
          f"--ssl-key/--ssl-cert). Default {DEFAULT_PORT} when no --listen is given. Env PORT."],
         ["redis", "r", None, "Redis URL (redis://[:password@]host:port/db, rediss://, "
-         "unix:/path) for the session store. Default: none (no session store). "
+         "unix:/path, redis+sentinel://[:password@]host:26379,host2:26379/service[/db]) "
+         "for the session store. Default: none (no session store). "
          "Env SYMPLE_REDIS_URL or REDIS_URL."],
         ["redis-ca", None, None, "PEM file of the CAs that sign the Redis server's "
          "certificate (rediss://). Default: the system's trust store, or the URL's "

@@ -35,9 +35,10 @@ def _listening(port: int) -> bool:
 class RedisServer:
     """A redis-server of our own on a free port, so a test may stop and restart it."""
 
-    def __init__(self, password: Optional[str] = None) -> None:
+    def __init__(self, password: Optional[str] = None, *options: str) -> None:
         self.port = free_port()
         self.password = password
+        self.options = options
         self.process: Optional[subprocess.Popen] = None
         self.directory = tempfile.mkdtemp(prefix="symple-redis-")
 
@@ -49,7 +50,8 @@ class RedisServer:
         auth = ["--requirepass", self.password] if self.password else []
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.directory, *auth],
+             "--save", "", "--appendonly", "no", "--dir", self.directory, *auth,
+             *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return eventually(lambda: _listening(self.port), what="redis-server to listen")
 

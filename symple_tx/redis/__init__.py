@@ -6,10 +6,13 @@
 * ``connect`` — every txredisapi connection of the server, the backend
   helpers and the CLI: verified TLS, backoff, one subscriber that subscribes
   again after each reconnect, and one readable log line per outage;
-* ``store`` — the ``<prefix>session:<token>`` session store.
+* ``store`` — the ``<prefix>session:<token>`` session store;
+* ``sentinel`` — ``redis+sentinel://``: the master found through Sentinel
+  before every connection, so a failover is followed.
 """
 
 from .address import SCHEMES, RedisAddress
 from .keys import Keys
+from .sentinel import SentinelAddress  # registers redis+sentinel:// in SCHEMES
 
-__all__ = ["SCHEMES", "Keys", "RedisAddress"]
+__all__ = ["SCHEMES", "Keys", "RedisAddress", "SentinelAddress"]

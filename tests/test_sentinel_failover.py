@@ -1,0 +1,233 @@
+"""A Sentinel failover under traffic: real master, replica, three Sentinels, two servers.
+
+The master is killed while peers talk; the Sentinels promote the replica and
+the servers, pointed at the Sentinels with ``redis+sentinel://``, follow it
+without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any, Optional
+
+import orjson
+from twisted.internet import defer, reactor
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.trial import unittest
+
+from tests.cluster_support import Node, PeersMixin, RedisServer, _listening, require_redis_server
+from tests.support import eventually, free_port
+from tests.test_cluster_routing import is_message, presence_of
+
+SERVICE = "symplemaster"
+PASSWORD = "failover-secret"
+#: The servers' --node-timeout: longer than the failover, so nobody is announced
+#: offline while Redis is being replaced.
+NODE_TIMEOUT = 20.0
+#: Replication starts at once (diskless, no 5 s wait for more replicas).
+REPLICATION = ("--repl-diskless-sync-delay", "0")
+#: Cross-process routing and backend frames work again this soon after the promotion.
+RECOVERY = 10.0
+
+
+def sentinel_command(config: str) -> list[str]:
+    if shutil.which("redis-sentinel"):
+        return ["redis-sentinel", config]
+    return ["redis-server", config, "--sentinel"]  # the same binary, in Sentinel mode
+
+
+class Sentinel:
+    """One redis-sentinel on a free port, watching ``master_port``."""
+
+    def __init__(self, master_port: int, directory: str) -> None:
+        self.port = free_port()
+        self.config = os.path.join(directory, f"sentinel-{self.port}.conf")
+        with open(self.config, "w") as f:
+            f.write(f"port {self.port}\nbind 127.0.0.1\ndir {directory}\n"
+                    f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+                    f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
+                    f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                    f"sentinel failover-timeout {SERVICE} 4000\n"
+                    f"sentinel parallel-syncs {SERVICE} 1\n")
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> defer.Deferred:
+        self.process = subprocess.Popen(sentinel_command(self.config),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return eventually(lambda: _listening(self.port), what="redis-sentinel to listen")
+
+    def ask(self, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                              text=True, timeout=5).stdout
+
+    def master_port(self) -> Optional[int]:
+        reply = self.ask("SENTINEL", "get-master-addr-by-name", SERVICE).split()
+        return int(reply[1]) if len(reply) == 2 else None
+
+    def records(self, *args: str) -> list[dict[str, str]]:
+        """A reply listing instances (name, value, name, value, ...) as one dict each."""
+        lines = self.ask(*args).splitlines()
+        found: list[dict[str, str]] = []
+        for key, value in zip(lines[::2], lines[1::2]):
+            if key == "name":
+                found.append({})
+            if found:
+                found[-1][key] = value
+        return found
+
+    def ready(self) -> bool:
+        """Knows the replica and both other Sentinels: a failover can be agreed."""
+        replicas = self.records("SENTINEL", "replicas", SERVICE)
+        return len(self.records("SENTINEL", "sentinels", SERVICE)) == 2 and \
+            len(replicas) == 1 and replicas[0].get("flags") == "slave"
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+def roster(peer: Any) -> dict[str, list[str]]:
+    """user -> the session ids ``peer`` believes online, from the presence it received."""
+    online: dict[str, str] = {}
+    for frame in peer.received:
+        if frame.get("type") != "presence":
+            continue
+        data = frame["data"]
+        if data.get("online"):
+            online[data["id"]] = data["user"]
+        else:
+            online.pop(data["id"], None)
+    users: dict[str, list[str]] = {}
+    for session_id, user in online.items():
+        users.setdefault(user, []).append(session_id)
+    return users
+
+
+class SentinelFailoverTests(PeersMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_redis_server(self)
+        self.directory = tempfile.mkdtemp(prefix="symple-sentinel-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.master = RedisServer(PASSWORD, "--masterauth", PASSWORD, *REPLICATION)
+        self.addCleanup(self.master.cleanup)
+        yield self.master.start()
+        self.replica = RedisServer(PASSWORD, "--masterauth", PASSWORD, *REPLICATION,
+                                   "--replicaof", "127.0.0.1", str(self.master.port))
+        self.addCleanup(self.replica.cleanup)
+        yield self.replica.start()
+        yield eventually(lambda: "master_link_status:up" in
+                         self.replica.command("INFO", "replication"), what="replication")
+        self.sentinels = [Sentinel(self.master.port, self.directory) for _ in range(3)]
+        for sentinel in self.sentinels:
+            self.addCleanup(sentinel.stop)
+            yield sentinel.start()
+        yield eventually(lambda: all(s.ready() for s in self.sentinels), seconds=30,
+                         what="the Sentinels to know each other and the replica")
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        url = f"redis+sentinel://:{PASSWORD}@{hosts}/{SERVICE}/0"
+        self.processes = [Node(self, url, "--node-timeout", str(NODE_TIMEOUT),
+                               "--rate-limit", "100000")
+                          for _ in range(2)]
+        yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)
+
+    @defer.inlineCallbacks
+    def test_servers_follow_the_promoted_replica_without_a_restart(self):
+        a, b = self.processes
+        alice = yield self.peer_on(a.port, "alice", rooms=["lobby"])
+        carol = yield self.peer_on(a.port, "carol", rooms=["lobby"])
+        bob = yield self.peer_on(b.port, "bob", rooms=["lobby"])
+        for peer, others in ((alice, (bob, carol)), (bob, (alice, carol)),
+                             (carol, (alice, bob))):
+            for other in others:
+                yield eventually(lambda: any(presence_of(other, True)(f)
+                                             for f in peer.received), what="presence")
+
+        # alice -> carol, both on process a, every 50 ms throughout
+        sent: list[int] = []
+        during_outage: list[int] = []
+        health: dict[str, list[int]] = {"a": [], "b": []}
+
+        def tick() -> None:
+            n = len(sent)
+            sent.append(n)
+            alice.send_json({"type": "message", "to": carol.address, "data": f"local {n}"})
+            if health["a"] and health["a"][-1] == 503:
+                during_outage.append(n)
+
+        local = LoopingCall(tick)
+        local.start(0.05)
+        self.addCleanup(lambda: local.running and local.stop())
+
+        @defer.inlineCallbacks
+        def watch_health():
+            for name, node in (("a", a), ("b", b)):
+                code, _ = yield node.health()
+                if not health[name] or health[name][-1] != code:
+                    health[name].append(code)
+
+        watcher = LoopingCall(watch_health)
+        watcher.start(0.1)
+        self.addCleanup(lambda: watcher.running and watcher.stop())
+
+        yield deferLater(reactor, 0.3, lambda: None)
+        yield self.master.stop()  # SIGKILL during traffic
+        yield eventually(lambda: self.sentinels[0].master_port() == self.replica.port,
+                         seconds=30, what="the Sentinels to promote the replica")
+        promoted = reactor.seconds()
+
+        # cross-process routing is back within RECOVERY seconds of the promotion
+        n = 0
+        while not any(is_message("across")(f) for f in bob.received):
+            self.assertLess(reactor.seconds() - promoted, RECOVERY,
+                            "no frame crossed from process a to b after the failover")
+            n += 1
+            alice.send_json({"type": "message", "to": bob.address, "data": "across"})
+            yield deferLater(reactor, 0.1, lambda: None)
+        # ... and so are backend frames on symple:broadcast, on both processes
+        frame = orjson.dumps({"type": "message", "from": "backend", "to": "lobby",
+                              "data": "announcement"}).decode()
+        while not (any(is_message("announcement")(f) for f in bob.received)
+                   and any(is_message("announcement")(f) for f in alice.received)):
+            self.assertLess(reactor.seconds() - promoted, RECOVERY,
+                            "backend frames did not arrive after the failover")
+            self.replica.command("PUBLISH", "symple:broadcast", frame)
+            yield deferLater(reactor, 0.1, lambda: None)
+        yield eventually(lambda: health["a"][-1] == 200 and health["b"][-1] == 200,
+                         what="/healthz ok on both processes")
+        local.stop()
+        watcher.stop()
+
+        # /healthz said 503 while the bus was down and is ok now it is back
+        for name in ("a", "b"):
+            self.assertIn(503, health[name], f"process {name} never reported the outage")
+            self.assertEqual(health[name][-1], 200)
+        # local traffic never stopped: every frame arrived, in order, some mid-outage
+        yield eventually(lambda: sum(1 for f in carol.received
+                                     if str(f.get("data", "")).startswith("local ")) == len(sent),
+                         what="every local frame")
+        got = [int(f["data"].split()[1]) for f in carol.received
+               if f.get("type") == "message" and str(f.get("data")).startswith("local ")]
+        self.assertEqual(got, sent)
+        self.assertTrue(during_outage, "no local frame was sent while Redis was away")
+        # the new master now holds both servers' connections
+        yield eventually(lambda: self.replica.command("PUBSUB", "NUMSUB", "symple:broadcast")
+                         .split() == ["symple:broadcast", "2"], what="broadcast subscribers")
+
+        # no duplicated or phantom peer in any roster, on either process
+        bob.send_json({"type": "message", "data": "marker"})
+        yield alice.expect(is_message("marker"))
+        yield carol.expect(is_message("marker"))
+        expected = {"alice": [alice.session_id], "bob": [bob.session_id],
+                    "carol": [carol.session_id]}
+        for peer, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+            self.assertEqual(roster(peer), {u: ids for u, ids in expected.items() if u != user})
+        for node, others in ((a, 1), (b, 2)):
+            mirrored = yield node.metric("symple_bus_remote_sessions")
+            self.assertEqual(mirrored, others)
+        self.assertLessEqual(sum(1 for f in bob.received if is_message("across")(f)), n)
