@@ -10,6 +10,7 @@ names ``PORT``, ``REDIS_URL``, ``SYMPLE_AUTHENTICATION``,
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, Callable, Mapping, Optional
 
@@ -271,6 +272,9 @@ class SympleOptions(usage.Options):
     def endpoints(self) -> list:
         endpoints = []
         for description in self.descriptions():
+            problem = port_problem(description)
+            if problem:
+                raise usage.UsageError(f"--listen {description!r}: {problem}")
             try:
                 endpoints.append(server_endpoint(description))
             except (SSL.Error, crypto.Error) as exc:  # OpenSSL alone is cryptic
@@ -295,6 +299,26 @@ class SympleOptions(usage.Options):
             else:
                 descriptions.append(f"tcp:{port}")
         return descriptions
+
+
+#: Endpoint types whose first argument (or ``port=``) is a TCP port.
+_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl"})
+
+
+def port_problem(description: str) -> Optional[str]:
+    """What is wrong with a tcp/ssl endpoint's port, in words (Twisted says ``int()``)."""
+    kind, _, rest = description.partition(":")
+    if kind.lower() not in _PORT_TYPES:
+        return None
+    arguments = re.split(r"(?<!\\):", rest)
+    named = [a.partition("=")[2] for a in arguments if a.startswith("port=")]
+    positional = [a for a in arguments if "=" not in a]
+    port = (named or positional or [""])[0]
+    if not port.isdigit():
+        return f"port must be a number, not {port!r}" if port else "the port is missing"
+    if int(port) > 65535:
+        return f"port must be 0-65535, not {port}"
+    return None
 
 
 def _quote(path: str) -> str:

@@ -121,7 +121,11 @@ class BadValueTests(unittest.TestCase):
         return lines[0]
 
     def test_unparseable_endpoint(self):
-        return self.assert_one_line(["--listen", "tcp:notaport"], "--listen", "tcp:notaport")
+        return self.assert_one_line(["--listen", "tcp:notaport"], "--listen", "tcp:notaport",
+                                    "port must be a number")
+
+    def test_port_out_of_range(self):
+        return self.assert_one_line(["--listen", "tcp:99999"], "port must be 0-65535")
 
     def test_unknown_endpoint_type(self):
         return self.assert_one_line(["--listen", "carrier-pigeon:1"], "carrier-pigeon")

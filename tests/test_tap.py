@@ -260,7 +260,12 @@ class BadValueTests(unittest.TestCase):
         self.assert_refused([], "'abc'", PORT="abc")
 
     def test_bad_endpoints(self):
-        self.assert_refused(["--listen", "tcp:notaport"], "tcp:notaport")
+        self.assert_refused(["--listen", "tcp:notaport"], "tcp:notaport",
+                            "port must be a number, not 'notaport'")
+        self.assert_refused(["--listen", "tcp:port=x:interface=127.0.0.1"],
+                            "port must be a number")
+        self.assert_refused(["--listen", "ssl:99999:privateKey=k.pem"], "port must be 0-65535")
+        self.assert_refused(["--listen", "tcp:"], "the port is missing")
         self.assert_refused(["--listen", "bogus:1"], "Unknown endpoint type")
         self.assert_refused(["--port", "http"], "--port", "'http'")
 
