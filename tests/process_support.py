@@ -77,11 +77,13 @@ class Cli(ProcessProtocol):
 class CliMixin:
     """Starts ``symple`` processes and makes sure none outlives its test."""
 
-    def spawn(self, *args: str, program: Optional[list[str]] = None) -> Cli:
-        """Start ``symple ARGS`` (or ``program ARGS``)."""
+    def spawn(self, *args: str, program: Optional[list[str]] = None,
+              env: Optional[dict[str, str]] = None) -> Cli:
+        """Start ``symple ARGS`` (or ``program ARGS``), in ``env`` or this environment."""
         cli = Cli()
         command = (program or symple_command()) + list(args)
-        reactor.spawnProcess(cli, command[0], command, env=os.environ.copy())
+        reactor.spawnProcess(cli, command[0], command,
+                             env=os.environ.copy() if env is None else env)
 
         def stop():
             if not cli.ended.called:
@@ -94,8 +96,9 @@ class CliMixin:
         return cli
 
     @defer.inlineCallbacks
-    def run_cli(self, *args: str, seconds: float = PROCESS_WAIT):
+    def run_cli(self, *args: str, seconds: float = PROCESS_WAIT,
+                env: Optional[dict[str, str]] = None):
         """Run to completion: (exit code, stdout lines, stderr text)."""
-        cli = self.spawn(*args)
+        cli = self.spawn(*args, env=env)
         code = yield with_timeout(cli.ended, seconds, what=f"symple {' '.join(args)}")
         return code, cli.stdout, cli.err_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import orjson
@@ -51,6 +52,41 @@ class HelpTests(CliMixin, unittest.TestCase):
         self.assertIn("invalid JSON", stderr)
 
 
+    @defer.inlineCallbacks
+    def test_usage_errors_show_the_subcommand_usage(self):
+        cases = [
+            (["session", "show", "x", "--redis", "foo://bar"], "symple session show",
+             "--redis: Redis URL 'foo://bar' must start with redis://"),
+            (["session", "create", "--user", "a", "--redis", "redis://h:port/0"],
+             "symple session create", "--redis"),
+            (["emit", "--to", "lobby", "--redis", "foo://bar"], "symple emit", "--redis"),
+            (["emit", "--to", "lobby", "--type", "event"], "symple emit",
+             "--type event needs --event-name"),
+            (["send", "ws://127.0.0.1:1/", "--user", "a", "--type", "event"], "symple send",
+             "--type event needs --event-name"),
+            (["send", "ws://x:99999/", "--user", "a"], "symple send", "bad port"),
+        ]
+        for args, command, message in cases:
+            code, _, stderr = yield self.run_cli(*args)
+            self.assertEqual(code, 2, f"{args}: {stderr}")
+            self.assertIn(f"usage: {command} [-h]", stderr)
+            self.assertIn(f"{command}: error: ", stderr)
+            self.assertIn(message, stderr)
+        env = {**os.environ, "SYMPLE_REDIS_URL": "nope"}
+        code, _, stderr = yield self.run_cli("emit", "--to", "lobby", env=env)
+        self.assertEqual(code, 2, stderr)
+        self.assertIn("symple emit: error: $SYMPLE_REDIS_URL: Redis URL 'nope'", stderr)
+
+    @defer.inlineCallbacks
+    def test_a_redis_password_is_never_printed(self):
+        url = f"redis://ops:s3cret@127.0.0.1:{free_port()}/0"
+        code, _, stderr = yield self.run_cli("session", "show", "x", "--redis", url,
+                                             "--timeout", "3")
+        self.assertEqual(code, 1, stderr)
+        self.assertIn("cannot connect to Redis at 127.0.0.1:", stderr)
+        self.assertNotIn("s3cret", stderr)
+
+
 class WebSocketCommandTests(CliMixin, ServerTestCase):
     @defer.inlineCallbacks
     def test_send_delivers_and_prints_the_frame(self):
@@ -71,6 +107,23 @@ class WebSocketCommandTests(CliMixin, ServerTestCase):
         self.assertEqual(code, 1)
         self.assertIn("the server refused the frame", stderr)
         self.assertIn("(400)", stderr)
+
+    @defer.inlineCallbacks
+    def test_send_to_a_peer_that_is_not_online_fails(self):
+        bob = yield self.peer("bob", rooms=["lobby"])
+        stranger = yield self.peer("stranger", rooms=["elsewhere"])
+        for to in ("no|such", stranger.address):
+            code, stdout, stderr = yield self.run_cli("send", self.url, "--user", "bot",
+                                                      "--room", "lobby", "--to", to,
+                                                      "--data", "1")
+            self.assertEqual(code, 1, stderr)
+            self.assertEqual(stdout, [])
+            self.assertIn(f"symple: {to} is not online or shares no room with bot: "
+                          "nothing sent", stderr)
+        self.assertEqual([f for f in stranger.drain() if f.get("type") == "message"], [])
+        code, _, stderr = yield self.run_cli("send", self.url, "--user", "bot", "--room", "lobby",
+                                             "--to", bob.address, "--data", "1")
+        self.assertEqual(code, 0, stderr)
 
     @defer.inlineCallbacks
     def test_unreachable_server_is_a_clear_error(self):
@@ -129,6 +182,35 @@ class WebSocketCommandTests(CliMixin, ServerTestCase):
         alice.transport.closeStdin()  # Ctrl-D
         code = yield with_timeout(alice.ended, PROCESS_WAIT, what="alice's chat to exit")
         self.assertEqual(code, 0, alice.err_text())
+
+    @defer.inlineCallbacks
+    def test_chat_commands_say_what_they_did(self):
+        frank = yield self.peer("frank", rooms=["lobby"])
+        chat = self.spawn("chat", self.url, "--user", "erin", "--room", "lobby")
+        yield chat.expect("* online:")
+        chat.write("/bogus stuff")
+        yield chat.stderr_has("! unknown command /bogus (/help lists the commands)")
+        chat.write("/join")
+        yield chat.stderr_has("! usage: /join ROOM")
+        chat.write("/room lobby")
+        yield chat.expect("* talking in lobby")
+        chat.write("/join dev")
+        yield chat.expect("* talking in dev")
+        chat.write("/help")
+        yield chat.expect("/quit  leave the chat")
+        self.assertEqual(sum("/who  list who is online" in line for line in chat.stdout), 1,
+                         "only /help prints the help")
+        chat.write("/room lobby")
+        yield chat.expect("* talking in lobby")
+        # Quitting right after a /leave and a line waits for both instead of cutting them off.
+        chat.transport.write(b"/leave dev\nbye\n/quit\n")
+        code = yield with_timeout(chat.ended, PROCESS_WAIT, what="chat to exit")
+        self.assertEqual(code, 0, chat.err_text())
+        self.assertIn("* left dev", chat.stdout)
+        said = yield frank.expect(lambda f: f.get("type") == "message")
+        self.assertEqual(said["data"], {"text": "bye"})
+        self.assertNotIn("cannot leave", chat.err_text())
+        self.assertNotIn("Connection lost", chat.err_text())
 
     @defer.inlineCallbacks
     def test_chat_without_room_joins_the_lobby(self):
@@ -203,10 +285,24 @@ class RedisCommandTests(CliMixin, ServerTestCase):
             "emit", "--to", "lobby", "--from", "bot|backend", "--data", '{"text": "deploy done"}',
             *self.redis_args())
         self.assertEqual(code, 0, stderr)
-        self.assertIn("published to 1 server node(s)", stderr)
+        self.assertIn("published to 1 server node(s) via Redis at 127.0.0.1:6379\n", stderr)
         frame = yield alice.expect("message")
         self.assertEqual((frame["from"], frame["data"]), ("bot|backend", {"text": "deploy done"}))
         self.assertEqual(orjson.loads(stdout[0])["to"], "lobby")
+
+    @defer.inlineCallbacks
+    def test_emit_without_redis_says_it_used_the_default(self):
+        env = {k: v for k, v in os.environ.items() if k not in ("SYMPLE_REDIS_URL", "REDIS_URL")}
+        code, _, stderr = yield self.run_cli("emit", "--to", "lobby", "--data", "1",
+                                             "--prefix", self.prefix, env=env)
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("via Redis at 127.0.0.1:6379 (the default; choose with --redis",
+                      stderr)
+        env["SYMPLE_REDIS_URL"] = REDIS + "/0"
+        code, _, stderr = yield self.run_cli("emit", "--to", "lobby", "--data", "1",
+                                             "--prefix", self.prefix, env=env)
+        self.assertEqual(code, 0, stderr)
+        self.assertIn("via Redis at 127.0.0.1:6379 (from $SYMPLE_REDIS_URL)", stderr)
 
     @defer.inlineCallbacks
     def test_unreachable_redis_is_a_clear_error(self):

@@ -25,7 +25,7 @@ from typing import Any, Optional
 from twisted.internet import defer, task
 
 from ..client import AuthError, ConnectError, NotConnected, parse_url
-from .backend import DEFAULT_REDIS, open_redis, run_emit, with_redis
+from .backend import DEFAULT_REDIS, choose_redis, open_redis, run_emit, with_redis
 from .chat import CHAT_SUBTYPE, DEFAULT_ROOM, Chat, ChatInput, run_chat
 from .common import CommandError, build_frame, err, json_lines, out
 from .connect import make_client, online, peer_label
@@ -123,13 +123,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.command is None:
         parser.print_help(sys.stderr)
         raise SystemExit(2)
+    # Usage errors print the usage of the (sub)command they are about, and exit 2.
+    usage = getattr(args, "command_parser", parser)
     if args.command in ("send", "emit") and args.type == "event" and not args.event_name:
-        parser.error("--type event needs --event-name")
+        usage.error("--type event needs --event-name")
     if hasattr(args, "url"):
         try:
             parse_url(args.url)
         except ValueError as exc:
-            parser.error(str(exc))
+            usage.error(str(exc))
+    if hasattr(args, "redis"):
+        problem = choose_redis(args)
+        if problem:
+            usage.error(problem)
     task.react(_run, (args,))
 
 

@@ -15,6 +15,9 @@ from .connect import make_client, online, peer_label
 CHAT_SUBTYPE = "chat"
 #: Where ``symple chat`` talks when neither --room nor the server names a room.
 DEFAULT_ROOM = "lobby"
+#: At most this many seconds (or --timeout if shorter) for /quit to let what
+#: was sent (a /leave, the last lines) reach the server before disconnecting.
+QUIT_WAIT = 5.0
 
 
 class ChatInput(LineReceiver):
@@ -37,7 +40,10 @@ class Chat:
 
     HELP = ("/who  list who is online    /join ROOM  join and talk there\n"
             "/leave ROOM    /room ROOM  talk in ROOM    /msg USER TEXT  direct message\n"
-            "/quit  leave the chat")
+            "/quit  leave the chat       /help  this list")
+    #: Every command, with how it is used.
+    USAGE = {"who": "/who", "join": "/join ROOM", "room": "/room ROOM", "leave": "/leave ROOM",
+             "msg": "/msg USER TEXT", "quit": "/quit", "exit": "/exit", "help": "/help"}
 
     def __init__(self, client: SympleClient, room: Optional[str]) -> None:
         self.client = client
@@ -47,6 +53,8 @@ class Chat:
         client.on("disconnect", self.disconnected)
         #: No join/leave lines until the first roster is printed.
         self.quiet = True
+        #: Set by /quit: requests cut short by the disconnect are not errors.
+        self.quitting = False
         client.on("add_peer", self.peer_joined)
         client.on("remove_peer", self.peer_left)
         client.on("message", self.message)
@@ -94,7 +102,7 @@ class Chat:
             return
         try:
             if line.startswith("/"):
-                self.command(*line[1:].split(None, 1))
+                self.command(*(line[1:].split(None, 1) or [""]))
             else:
                 self.say(self.room, line)
         except NotConnected:
@@ -107,30 +115,42 @@ class Chat:
         self.client.send_message(to, {"text": text}, subtype=CHAT_SUBTYPE, room=to)
 
     def command(self, name: str, rest: str = "") -> None:
-        if name == "who":
+        rest = rest.strip()
+        needs = {"join": rest, "room": rest, "leave": rest, "msg": " " in rest}
+        if name not in self.USAGE:
+            err(f"! unknown command /{name} (/help lists the commands)")
+        elif not needs.get(name, True):
+            err(f"! usage: {self.USAGE[name]}")
+        elif name == "help":
+            out(self.HELP)
+        elif name == "who":
             peers = sorted(self.client.roster, key=lambda p: str(p.get("user")))
             out("* online: " + (", ".join(peer_label(p) for p in peers) or "nobody"))
-        elif name in ("join", "room") and rest:
+        elif name in ("join", "room"):
             if name == "join" or rest not in self.client.rooms:
                 self.client.join(rest).addCallbacks(
                     lambda room: out(f"* talking in {room} (/help for commands)"),
-                    lambda f: err(f"! cannot join {rest}: {f.getErrorMessage()}"))
+                    lambda f: self.failed(f"cannot join {rest}", f))
+            else:
+                out(f"* talking in {rest}")
             self.room = rest
-        elif name == "leave" and rest:
+        elif name == "leave":
             self.client.leave(rest).addCallbacks(
                 lambda room: out(f"* left {room}"),
-                lambda f: err(f"! cannot leave {rest}: {f.getErrorMessage()}"))
+                lambda f: self.failed(f"cannot leave {rest}", f))
             if self.room == rest:
                 self.room = None
-        elif name == "msg" and " " in rest:
+        elif name == "msg":
             user, text = rest.split(None, 1)
             peers = self.client.roster.find(user)
             for peer in peers or [{"user": user, "id": None}]:
                 self.say(f"{peer['user']}|{peer['id']}" if peer["id"] else user, text)
-        elif name in ("quit", "exit"):
+        else:  # quit, exit
             self.finish()
-        else:
-            out(self.HELP)
+
+    def failed(self, what: str, failure: Any) -> None:
+        if not self.quitting:
+            err(f"! {what}: {failure.getErrorMessage()}")
 
     def finish(self) -> None:
         if not self.done.called:
@@ -152,4 +172,11 @@ async def run_chat(reactor: Any, args: argparse.Namespace) -> None:
     out(f"* online: {names}")
     StandardIO(ChatInput(chat), reactor=reactor)
     await chat.done
+    chat.quitting = True
+    try:
+        # The server handles a session's frames in order: once it answers this,
+        # a pending /leave has been answered and the last lines were routed.
+        await client.sync(min(args.timeout, QUIT_WAIT))
+    except (NotConnected, defer.TimeoutError):
+        pass  # offline or slow: quit anyway, within the bound
     await client.disconnect()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any, Callable
 
 import orjson
@@ -57,13 +56,14 @@ def timeout_option(parser: argparse.ArgumentParser) -> None:
 
 
 def redis_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--redis", default=os.environ.get("SYMPLE_REDIS_URL")
-                        or os.environ.get("REDIS_URL") or DEFAULT_REDIS, metavar="URL",
+    # No argparse default: main() picks it (backend.choose_redis) and says where from.
+    parser.add_argument("--redis", metavar="URL",
                         help="Redis URL (default $SYMPLE_REDIS_URL, $REDIS_URL or "
                              f"{DEFAULT_REDIS})")
     parser.add_argument("--redis-ca", metavar="PEM",
                         help="trust these CA certificates for rediss:// (default: the "
                              "system's, or the URL's ?ssl_ca_certs=)")
+    parser.set_defaults(command_parser=parser)
     parser.add_argument("--prefix", default="symple:",
                         help="key prefix, as the server's key prefix (default symple:)")
     timeout_option(parser)
@@ -87,5 +87,5 @@ def add_command(commands: Any, name: str, run: Callable, summary: str, descripti
     parser = commands.add_parser(name, help=summary, description=description)
     for add_options in options:
         add_options(parser)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, command_parser=parser)
     return parser

@@ -1,4 +1,9 @@
-"""``symple send``: connect, send one frame, print it, exit."""
+"""``symple send``: connect, send one frame, print it, exit.
+
+The server drops a frame to a peer that is not online (or shares no room with
+the sender) without telling the sender, so a direct ``--to user|id`` checks the
+roster first and fails instead of reporting a send that reached nobody.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,11 @@ async def run_send(reactor: Any, args: argparse.Namespace) -> None:
             except defer.TimeoutError:
                 raise CommandError(f"{args.wait_for} did not come online within "
                                    f"{args.timeout:g}s") from None
+        if args.to is not None and "|" in args.to and args.to != client.address:
+            await client.sync(args.timeout)  # the roster holds every visible peer now
+            if client.roster.get(args.to) is None:
+                raise CommandError(f"{args.to} is not online or shares no room with "
+                                   f"{args.user}: nothing sent")
         frame = build_frame(args)
         if args.to is not None:
             frame["to"] = args.to
