@@ -42,6 +42,8 @@ class Router:
         self.rooms: dict[str, set[Session]] = {}
         #: Every open connection, authenticated or not.
         self.links: set[Link] = set()
+        #: HTTP connections on the WebSocket port: they hold slots too.
+        self.http_connections = 0
         #: Turns serialized JSON into what ``Link.send`` takes (a prepared
         #: WebSocket frame for the real transport); called once per fan-out.
         self.encode: Callable[[bytes], Any] = _identity
@@ -55,7 +57,7 @@ class Router:
     # -- connections ---------------------------------------------------------
 
     def at_capacity(self) -> bool:
-        return len(self.links) >= self.settings.max_connections
+        return len(self.links) + self.http_connections >= self.settings.max_connections
 
     def link_opened(self, link: Link) -> None:
         self.links.add(link)

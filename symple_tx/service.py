@@ -16,12 +16,12 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from .auth import Authenticator
 from .broadcast import Broadcast
 from .cluster import RedisBus
 from .config import Settings
+from .frontdoor import FrontDoorSite
 from .listen import server_endpoint
 from .metrics import Metrics
 from .redis.address import RedisAddress
@@ -68,12 +68,8 @@ class SympleServer:
         self.authenticator = Authenticator(settings, store)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
         self.pages = http_root(self.router, self.health, settings.demo)
-        self.site = Site(self.pages)
-        self.site.displayTracebacks = False
-        self.site.noisy = False
-        # Idle HTTP keep-alive connections close after the auth timeout, not
-        # twisted.web's 12 hours: they count against no connection limit.
-        self.site.timeOut = settings.auth_timeout
+        # Each HTTP request has the auth timeout to arrive and be answered.
+        self.site = FrontDoorSite(self.pages, request_deadline=settings.auth_timeout)
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
     @property

@@ -130,7 +130,8 @@ class SympleOptions(usage.Options):
          "close).", _positive_int],
         ["max-send-buffer", None, 1048576, "Unsent bytes queued for one peer before it "
          "is disconnected as a slow consumer (4008).", _positive_int],
-        ["auth-timeout", None, 10, "Seconds a connection has to authenticate (error 408).",
+        ["auth-timeout", None, 10, "Seconds a connection has to authenticate (error 408); "
+         "also the deadline for a request head and for each HTTP request.",
          _positive_seconds],
         ["ping-interval", None, 25, "Seconds between WebSocket pings; 0 disables.", _seconds],
         ["ping-timeout", None, 10, "Seconds to wait for a pong before dropping the peer.",

@@ -22,10 +22,11 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from . import __version__
+from .frontdoor import refusal
 from .metrics import CONTENT_TYPE_LATEST
 from .websocket import SympleServerFactory
 
-#: Give up on a request head larger than this (bytes) without a blank line.
+#: Refuse (431) a request head larger than this many bytes.
 MAX_HEAD = 16 * 1024
 
 
@@ -118,6 +119,14 @@ class DemoFiles(File):
 
     render_HEAD = render_GET
 
+    def getChild(self, path: bytes, request: Any) -> Resource:
+        # A name the file system refuses (NUL in a mounted site, which does not
+        # check paths) is a missing page, not a 500.
+        try:
+            return super().getChild(path, request)
+        except (ValueError, OSError, UnicodeError):
+            return self.childNotFound
+
     def directoryListing(self) -> Resource:
         return self.childNotFound
 
@@ -152,16 +161,23 @@ class _Root(Resource):
 class _Sniffer(Protocol):
     """Reads the request head, then becomes a WebSocket or an HTTP connection.
 
-    A connection that does not finish its head within the auth timeout is
-    dropped: otherwise silent sockets would pile up uncounted by any limit.
+    The head must be complete, within ``MAX_HEAD`` bytes, before the auth
+    timeout (one deadline for the whole head, not an idle timer): a larger
+    head gets 431 and the connection is closed at once, a slow one is
+    dropped.  Each read is scanned once (linear time whatever the head's
+    size), and Autobahn and twisted.web only ever see a complete head.
     """
 
     inner: Optional[Protocol] = None
     _timer: Any = None
+    _done = False
+    _scanned = 0
+    #: Whether this is an HTTP connection counted in ``router.http_connections``.
+    counted = False
 
     def __init__(self, port_factory: "SymplePortFactory") -> None:
         self.port_factory = port_factory
-        self.buffer = b""
+        self.buffer = bytearray()
 
     def connectionMade(self) -> None:
         factory = self.port_factory
@@ -169,6 +185,7 @@ class _Sniffer(Protocol):
 
     def _expired(self) -> None:
         self._timer = None
+        self._done = True
         self.transport.abortConnection()
 
     def _stop_timer(self) -> None:
@@ -179,26 +196,49 @@ class _Sniffer(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.inner is not None:
             return self.inner.dataReceived(data)
-        self.buffer += data
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 and len(self.buffer) < MAX_HEAD:
+        if self._done:
             return
+        buffer = self.buffer
+        buffer += data
+        # Only the new bytes (and the three before them) can complete b"\r\n\r\n".
+        end = buffer.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        self._scanned = len(buffer)
+        if end < 0 and len(buffer) <= MAX_HEAD:
+            return
+        if end < 0 or end + 4 > MAX_HEAD:
+            self.port_factory.router.metrics.drops["head_too_large"].inc()
+            return self._refuse(431, f"Request head too large: the limit is {MAX_HEAD} bytes")
         self._stop_timer()
         factory = self.port_factory
-        target = factory.websocket if _wants_upgrade(self.buffer[:end]) else factory.site
-        inner = target.buildProtocol(self.transport.getPeer())
+        head = bytes(buffer[:end])
+        if _wants_upgrade(head):
+            inner = factory.websocket.buildProtocol(self.transport.getPeer())
+            if inner is None:
+                self.transport.loseConnection()
+        else:
+            inner = factory.open_http(self)
         if inner is None:
-            self.transport.loseConnection()
             return
         self.inner = inner
         inner.makeConnection(self.transport)
-        buffered, self.buffer = self.buffer, b""
+        buffered, self.buffer = bytes(buffer), bytearray()
         inner.dataReceived(buffered)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer with ``status`` and hang up without reading further."""
+        self._done = True
+        self._stop_timer()
+        self.buffer = bytearray()
+        self.transport.write(refusal(status, message))
+        self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
         self._stop_timer()
         if self.inner is not None:
             self.inner.connectionLost(reason)
+        if self.counted:
+            self.counted = False
+            self.port_factory.router.http_connections -= 1
 
 
 class SymplePortFactory(Factory):
@@ -209,12 +249,28 @@ class SymplePortFactory(Factory):
     def __init__(self, websocket: SympleServerFactory, site: Site) -> None:
         self.websocket = websocket
         self.site = site
+        self.router = websocket.router
         self.reactor = websocket.reactor
         #: Seconds a new connection has to send its request head.
         self.head_timeout = websocket.settings.auth_timeout
 
     def buildProtocol(self, addr: Any) -> Protocol:
         return _Sniffer(self)
+
+    def open_http(self, sniffer: _Sniffer) -> Optional[Protocol]:
+        """An HTTP connection, counted against the connection limit like a WebSocket."""
+        router = self.router
+        if router.at_capacity():
+            router.metrics.disconnects["capacity"].inc()
+            sniffer._refuse(503, "Server is at its connection limit")
+            return None
+        inner = self.site.buildProtocol(sniffer.transport.getPeer())
+        if inner is None:
+            sniffer.transport.loseConnection()
+            return None
+        router.http_connections += 1
+        sniffer.counted = True
+        return inner
 
     def doStart(self) -> None:
         super().doStart()
