@@ -36,6 +36,12 @@ class Settings:
     ping_timeout: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     trust_proxy: bool = False
+    #: Unauthenticated connections one client address may hold at once; 0: no cap.
+    max_unauthenticated_per_address: int = 100
+    #: New connections one client address may open per 10 s (token bucket); 0: no cap.
+    address_connection_rate: int = 200
+    #: Networks whose addresses the per-address budgets do not count.
+    budget_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     demo: bool = True
     drain_timeout: float = 10.0
     #: Seconds after which a silent cluster process's sessions go offline.

@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from . import listen
 from .cluster.workers import Supervisor, worker_endpoints
+from .budgets import parse_networks
 from .config import Settings
 from .hooks import load_callable
 from .redis.address import RedisAddress
@@ -59,6 +60,18 @@ _int = _number(int, 0, "0 or more")
 _positive_int = _number(int, 1, "1 or more")
 _seconds = _number(float, 0, "seconds, 0 or more")
 _positive_seconds = _number(float, 0.001, "seconds, more than 0")
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    """``10.0.0.0/8, ::1`` as a tuple of networks; ``none`` for none."""
+    items = tuple(value.replace(",", " ").split())
+    if items in ((), ("none",)):
+        return ()
+    parse_networks(items)
+    return items
+
+
+_networks.coerceDoc = "(networks, comma-separated, or none)"  # type: ignore[attr-defined]
 
 
 class _NamedCoercion(usage.CoerceParameter):
@@ -140,6 +153,14 @@ class SympleOptions(usage.Options):
          _seconds],
         ["node-timeout", None, 15, "With --redis: seconds after which the sessions of a "
          "cluster process that went silent are announced offline.", _positive_seconds],
+        ["max-unauthenticated-per-address", None, 100, "Connections one client address "
+         "(IPv6: its /64; with --trust-proxy the forwarded address) may hold before "
+         "authenticating, HTTP ones included; more get HTTP 429. 0: no cap.", _int],
+        ["address-connection-rate", None, 200, "New connections one client address may "
+         "open per 10 s (token bucket); more get HTTP 429. 0: no cap.", _int],
+        ["budget-exempt", None, None, "Networks the two per-address budgets do not count "
+         "(comma-separated, or none). Default: 127.0.0.0/8,::1 (a local proxy or tool).",
+         _networks],
         ["workers", None, 1, "Server processes sharing the listening ports (needs "
          "--redis); dead ones are restarted.", _positive_int],
     ]
@@ -250,7 +271,11 @@ class SympleOptions(usage.Options):
             demo=not self["no-demo"],
             drain_timeout=self["drain-timeout"],
             node_timeout=self["node-timeout"],
+            max_unauthenticated_per_address=self["max-unauthenticated-per-address"],
+            address_connection_rate=self["address-connection-rate"],
         )
+        if self["budget-exempt"] is not None:
+            settings.budget_exempt = self["budget-exempt"]
         for option, attribute in (("auth-hook", "auth_hook"), ("join-hook", "join_hook")):
             if self[option]:
                 try:

@@ -22,20 +22,27 @@ from twisted.web.server import Site
 from twisted.web.static import File
 
 from . import __version__
+from .budgets import FREE, AddressBudgets, Refused, Ticket
 from .frontdoor import refusal
 from .metrics import CONTENT_TYPE_LATEST
-from .websocket import SympleServerFactory
+from .websocket import SympleServerFactory, client_host
 
 #: Refuse (431) a request head larger than this many bytes.
 MAX_HEAD = 16 * 1024
 
 
-def _wants_upgrade(head: bytes) -> bool:
+def head_fields(head: bytes) -> dict[str, str]:
+    """A request head's header fields by lower-case name (the first of repeated ones)."""
+    fields: dict[str, str] = {}
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
-            return True
-    return False
+        fields.setdefault(name.strip().lower().decode("latin-1"),
+                          value.strip().decode("latin-1"))
+    return fields
+
+
+def _wants_upgrade(fields: dict[str, str]) -> bool:
+    return "websocket" in fields.get("upgrade", "").lower()
 
 
 class Health:
@@ -171,6 +178,8 @@ class _Sniffer(Protocol):
     inner: Optional[Protocol] = None
     _timer: Any = None
     _done = False
+    #: This connection's hold on its address's unauthenticated budget.
+    ticket: Ticket = FREE
     _scanned = 0
     #: Whether this is an HTTP connection counted in ``router.http_connections``.
     counted = False
@@ -181,7 +190,22 @@ class _Sniffer(Protocol):
 
     def connectionMade(self) -> None:
         factory = self.port_factory
+        if not factory.settings.trust_proxy and self._admit(
+                getattr(self.transport.getPeer(), "host", None)):
+            return
         self._timer = factory.reactor.callLater(factory.head_timeout, self._expired)
+
+    def _admit(self, host: Optional[str]) -> bool:
+        """Count the connection against its address's budgets; True when it is refused."""
+        if host is None:  # a UNIX socket: a local client
+            return False
+        try:
+            self.ticket = self.port_factory.budgets.admit(host)
+        except Refused as exc:
+            self.port_factory.router.metrics.disconnects["address_budget"].inc()
+            self._refuse(429, str(exc))
+            return True
+        return False
 
     def _expired(self) -> None:
         self._timer = None
@@ -210,11 +234,19 @@ class _Sniffer(Protocol):
             return self._refuse(431, f"Request head too large: the limit is {MAX_HEAD} bytes")
         self._stop_timer()
         factory = self.port_factory
-        head = bytes(buffer[:end])
-        if _wants_upgrade(head):
-            inner = factory.websocket.buildProtocol(self.transport.getPeer())
+        fields = head_fields(bytes(buffer[:end]))
+        peer = self.transport.getPeer()
+        if factory.settings.trust_proxy:
+            host = client_host(fields, peer, True)
+            if self._admit(None if host == "local" else host):
+                return
+        if _wants_upgrade(fields):
+            inner = factory.websocket.buildProtocol(peer)
             if inner is None:
                 self.transport.loseConnection()
+            else:
+                # An admitted session no longer counts as unauthenticated.
+                inner.on_session = self.ticket.release
         else:
             inner = factory.open_http(self)
         if inner is None:
@@ -234,6 +266,7 @@ class _Sniffer(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._stop_timer()
+        self.ticket.release()
         if self.inner is not None:
             self.inner.connectionLost(reason)
         if self.counted:
@@ -251,6 +284,10 @@ class SymplePortFactory(Factory):
         self.site = site
         self.router = websocket.router
         self.reactor = websocket.reactor
+        self.settings = settings = websocket.settings
+        self.budgets = AddressBudgets(settings.max_unauthenticated_per_address,
+                                      settings.address_connection_rate,
+                                      settings.budget_exempt, self.reactor.seconds)
         #: Seconds a new connection has to send its request head.
         self.head_timeout = websocket.settings.auth_timeout
 

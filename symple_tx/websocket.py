@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -60,6 +60,9 @@ class SympleServerProtocol(WebSocketServerProtocol):
     _busy = False
     _auth_timer: Any = None
     _backlog: Optional[deque] = None
+    #: Called once the connection has a session (the port releases its
+    #: address's unauthenticated budget).
+    on_session: Optional[Callable[[], None]] = None
     _out: Outbound
 
     # -- handshake and lifecycle ----------------------------------------------
@@ -322,6 +325,8 @@ class SympleServerProtocol(WebSocketServerProtocol):
             if self._auth_timer is not None and self._auth_timer.active():
                 self._auth_timer.cancel()
             self.session = self.factory.router.open_session(self, identity, self.host)
+            if self.on_session is not None:
+                self.on_session()
 
         def refused(failure: Failure) -> None:
             if failure.check(ProtocolError):

@@ -44,6 +44,9 @@ PARAMETERS = [
     ("ping-timeout", "3", "ping_timeout", 3.0),
     ("drain-timeout", "4", "drain_timeout", 4.0),
     ("node-timeout", "2.5", "node_timeout", 2.5),
+    ("max-unauthenticated-per-address", "3", "max_unauthenticated_per_address", 3),
+    ("address-connection-rate", "0", "address_connection_rate", 0),
+    ("budget-exempt", "10.0.0.0/8, ::1", "budget_exempt", ("10.0.0.0/8", "::1")),
 ]
 
 
@@ -201,6 +204,12 @@ class EnvironmentTests(unittest.TestCase):
         self.assertEqual(options["settings"].allowed_origins,
                          ("https://a.example", "https://b.example"))
 
+    def test_budget_exempt_none_and_bad_networks(self):
+        self.assertEqual(parse(["--budget-exempt", "none"])["settings"].budget_exempt, ())
+        self.assertEqual(parse([], SYMPLE_BUDGET_EXEMPT="")["settings"].budget_exempt, ())
+        with self.assertRaisesRegex(usage.UsageError, "--budget-exempt: .*'10.0.0.300'"):
+            parse(["--budget-exempt", "10.0.0.300"])
+
     def test_max_connections_variable(self):
         self.assertEqual(parse([], SYMPLE_MAX_CONNECTIONS="500")["settings"].max_connections,
                          500)
@@ -211,7 +220,8 @@ class PrecedenceTests(unittest.TestCase):
 
     def test_parameters(self):
         for option, value, attribute, expected in PARAMETERS:
-            env_value = "redis://other:1/0" if option == "redis" else "99"
+            env_value = {"redis": "redis://other:1/0",
+                         "budget-exempt": "192.168.0.0/16"}.get(option, "99")
             environ = {variable_of(option): env_value}
             settings = parse([f"--{option}={value}"], **environ)["settings"]
             self.assertEqual(getattr(settings, attribute), expected, option)

@@ -8,7 +8,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
-from tests.support import ServerTestCase
+from tests.support import ServerTestCase, with_timeout
+
+#: A WebSocket upgrade head without its final blank line.
+UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
 
 
 class RawClient(Protocol):
@@ -57,9 +61,24 @@ class RawTestCase(ServerTestCase):
     """A server and raw connections to it, all aborted at cleanup."""
 
     @defer.inlineCallbacks
-    def raw(self, data: bytes = b""):
+    def raw(self, data: bytes = b"", source: Optional[str] = None):
+        """A raw connection; ``source`` picks the client address (127.0.0.2, ...)."""
         client = RawClient(data)
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        bind = (source, 0) if source else None
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port, bindAddress=bind)
+        yield connectProtocol(endpoint, client)
         self.addCleanup(lambda: client.transport.abortConnection()
                         if not client.lost.called else None)
         return client
+
+    @defer.inlineCallbacks
+    def peer_from(self, source: str, user: str, **fields):
+        """An authenticated WebSocket peer connecting from ``source``."""
+        peer = self.client_factory().buildProtocol(None)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port,
+                                      bindAddress=(source, 0))
+        yield connectProtocol(endpoint, peer)
+        self.peers.append(peer)
+        yield with_timeout(peer.opened, what="WebSocket handshake")
+        yield peer.auth(user, **fields)
+        return peer

@@ -12,11 +12,8 @@ from twisted.internet.task import deferLater
 
 from symple_tx.config import Settings
 from symple_tx.web import MAX_HEAD
-from tests.adversarial.support import RawTestCase
+from tests.adversarial.support import UPGRADE, RawTestCase
 from tests.support import with_timeout
-
-UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
 
 
 class HeadSizeTests(RawTestCase):

@@ -1,0 +1,153 @@
+"""Per-address budgets: one host cannot take every connection slot.
+
+Row: 200 sockets that connect and say nothing took every connection slot until
+the auth timeout; there was no per-address cap.  Connections come from
+127.0.0.1 (the attacker) and 127.0.0.2 (a bystander): Linux routes all of
+127/8 to loopback, and the tests exempt no network.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.trial import unittest
+
+from symple_tx.budgets import AddressBudgets, Refused, address_key
+from symple_tx.config import Settings
+from tests.adversarial.support import UPGRADE, RawTestCase
+from tests.support import with_timeout
+
+HANDSHAKE = UPGRADE + b"\r\n"
+
+
+class SilentSocketsTests(RawTestCase):
+    settings = Settings(max_connections=60, max_unauthenticated_per_address=20,
+                        budget_exempt=(), auth_timeout=30)
+
+    @defer.inlineCallbacks
+    def open_handshakes(self, count: int, source: str = "127.0.0.1", data: bytes = HANDSHAKE):
+        clients = []
+        for _ in range(count):
+            client = yield self.raw(data, source)
+            clients.append(client)
+        for client in clients:
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+        return clients
+
+    @defer.inlineCallbacks
+    def test_silent_websockets_of_one_address_cannot_fill_the_server(self):
+        clients = yield self.open_handshakes(60)
+        statuses = [client.status for client in clients]
+        self.assertEqual(statuses.count(101), 20, statuses)
+        self.assertEqual(statuses.count(429), 40, statuses)
+        self.assertIn(b"Too many unauthenticated connections", clients[-1].received)
+        bystander = yield self.peer_from("127.0.0.2", "bystander")
+        self.assertEqual(bystander.welcome["type"], "welcome")
+        self.assertEqual(self.sample("symple_disconnects_total", reason="address_budget"), 40)
+
+    @defer.inlineCallbacks
+    def test_silent_sockets_count_before_their_head(self):
+        clients = []
+        for _ in range(25):
+            client = yield self.raw()
+            clients.append(client)
+        for client in clients[20:]:
+            yield with_timeout(client.lost, what="429 for a socket over the budget")
+            self.assertEqual(client.status, 429)
+        self.assertFalse(any(client.lost.called for client in clients[:20]))
+
+    @defer.inlineCallbacks
+    def test_authenticating_frees_the_slot(self):
+        peers = []
+        for n in range(20):
+            peer = yield self.peer_from("127.0.0.1", f"user{n}")
+            peers.append(peer)
+        clients = yield self.open_handshakes(20)
+        self.assertEqual([c.status for c in clients].count(101), 20)
+        [extra] = yield self.open_handshakes(1)
+        self.assertEqual(extra.status, 429)
+        clients[0].transport.loseConnection()
+        yield clients[0].lost
+        yield with_timeout(self._slots_below(20), what="the slot to free")
+        [again] = yield self.open_handshakes(1)
+        self.assertEqual(again.status, 101)
+
+    @defer.inlineCallbacks
+    def _slots_below(self, n: int):
+        budgets = self.server.port_factory.budgets
+        while budgets.unauthenticated.get("127.0.0.1", 0) >= n:
+            yield deferLater(reactor, 0.02, lambda: None)
+
+
+class RateTests(RawTestCase):
+    settings = Settings(address_connection_rate=10, budget_exempt=())
+
+    @defer.inlineCallbacks
+    def test_reconnecting_in_a_loop_is_refused_past_the_rate(self):
+        statuses = []
+        for _ in range(15):
+            client = yield self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            yield with_timeout(client.lost, what="an answer")
+            statuses.append(client.status)
+        self.assertEqual(statuses, [200] * 10 + [429] * 5)
+        bystander = yield self.peer_from("127.0.0.2", "bystander")
+        self.assertEqual(bystander.welcome["type"], "welcome")
+
+
+class ProxyTests(RawTestCase):
+    """Behind a trusted proxy the forwarded address is what is counted."""
+
+    settings = Settings(trust_proxy=True, max_unauthenticated_per_address=3)
+
+    @defer.inlineCallbacks
+    def test_the_forwarded_address_is_budgeted(self):
+        def head(address: bytes) -> bytes:
+            return UPGRADE + b"X-Forwarded-For: " + address + b"\r\n\r\n"
+        statuses = []
+        for _ in range(5):
+            client = yield self.raw(head(b"203.0.113.7"))
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+            statuses.append(client.status)
+        self.assertEqual(statuses, [101] * 3 + [429] * 2)
+        other = yield self.raw(head(b"203.0.113.8"))
+        yield with_timeout(other.until(b"\r\n\r\n"), what="a handshake answer")
+        self.assertEqual(other.status, 101)
+
+
+class DefaultExemptionTests(RawTestCase):
+    settings = Settings(max_unauthenticated_per_address=2)
+
+    @defer.inlineCallbacks
+    def test_loopback_is_exempt_by_default(self):
+        for _ in range(4):
+            client = yield self.raw(HANDSHAKE)
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+            self.assertEqual(client.status, 101)
+
+
+class BudgetUnitTests(unittest.TestCase):
+    def test_ipv6_hosts_count_by_their_64(self):
+        self.assertEqual(address_key("2001:db8:1:2::5"), address_key("2001:db8:1:2:ffff::1"))
+        self.assertNotEqual(address_key("2001:db8:1:2::5"), address_key("2001:db8:1:3::5"))
+        self.assertEqual(address_key("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertEqual(address_key("192.0.2.1"), "192.0.2.1")
+
+    def test_idle_addresses_are_forgotten(self):
+        clock = Clock()
+        budgets = AddressBudgets(0, 5, (), clock.seconds)
+        for n in range(1000):
+            budgets.admit(f"10.0.{n // 256}.{n % 256}").release()
+        self.assertEqual(len(budgets.buckets), 1000)
+        self.assertEqual(budgets.unauthenticated, {})
+        clock.advance(11)
+        budgets.admit("10.9.9.9").release()
+        self.assertEqual(list(budgets.buckets), ["10.9.9.9"])
+
+    def test_a_refused_connection_holds_nothing(self):
+        budgets = AddressBudgets(2, 0, (), Clock().seconds)
+        tickets = [budgets.admit("192.0.2.1"), budgets.admit("192.0.2.1")]
+        self.assertRaises(Refused, budgets.admit, "192.0.2.1")
+        tickets[0].release()
+        tickets[0].release()  # idempotent
+        self.assertEqual(budgets.unauthenticated, {"192.0.2.1": 1})
+        budgets.admit("192.0.2.1")
