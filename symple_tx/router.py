@@ -7,6 +7,12 @@ encoded once and the same object is given to every link.
 Visibility rule (docs/spec.md §5): two sessions see each other exactly
 when they share a room.  Every operation that changes that relation sends the
 presence frames that keep each client's roster equal to what it sees.
+
+User rooms are private (docs/protocol.md, "Rooms"): the room named after a
+user holds that user's sessions and nobody else.  They live in their own
+index, ``users``, apart from the named rooms of ``rooms``, so a stranger who
+joins ``"alice"`` joins a *named* room that never contains alice's sessions.
+A session's ``rooms`` holds its named rooms only; its user room is implied.
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ class Router:
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
         self.sessions: dict[str, Session] = {}
+        #: Named rooms (joined, or given at auth): name -> members.
         self.rooms: dict[str, set[Session]] = {}
+        #: User rooms: user -> that user's sessions, and only theirs.
+        self.users: dict[str, set[Session]] = {}
         #: Every open connection, authenticated or not.
         self.links: set[Link] = set()
         #: HTTP connections on the WebSocket port: they hold slots too.
@@ -52,7 +61,7 @@ class Router:
         self.bus: Bus = Bus()
         self._idle: list[Deferred] = []
         self.metrics.track(lambda: len(self.links), self.local_sessions,
-                           lambda: len(self.rooms))
+                           self.room_count)
 
     # -- connections ---------------------------------------------------------
 
@@ -73,6 +82,10 @@ class Router:
         """Sessions of this process (``sessions`` also mirrors other processes')."""
         return len(self.sessions) - self.bus.remote_sessions()
 
+    def room_count(self) -> int:
+        """Rooms with at least one member: named rooms and user rooms."""
+        return len(self.rooms) + len(self.users)
+
     def when_idle(self) -> Deferred:
         """Fires once no connection is open."""
         if not self.links:
@@ -86,23 +99,30 @@ class Router:
     def open_session(self, link: Link, identity: Identity, host: str) -> Session:
         """Admit an authenticated peer: welcome, snapshot, announce."""
         session = Session(link, identity, host)
-        self.admit(session, [identity.user, *identity.rooms])
+        self.admit(session, identity.rooms)
         self.bus.opened(session)
         return session
 
     def admit(self, session: Session, rooms: Iterable[str]) -> None:
         """Add a session (local, or another process's) and send the presence it implies.
 
+        ``rooms`` are its named rooms; it is always in its own user room, and
+        its own user name among ``rooms`` means that room, never a named one.
         Frames for a session of another process are not sent here: its own
         process sends them.
         """
         self.sessions[session.id] = session
-        rooms = list(dict.fromkeys(rooms))
-        for room in rooms:
+        user = session.user
+        named = [room for room in dict.fromkeys(rooms) if room != user]
+        mates = self.users.get(user)
+        if mates is None:
+            mates = self.users[user] = set()
+        mates.add(session)
+        for room in named:
             self._add(session, room)
         seen = self.visible(session)
         if session.node is None:
-            self.send(session, wire.welcome(session.peer(), rooms), "welcome")
+            self.send(session, wire.welcome(session.peer(), [user, *named]), "welcome")
             for peer in seen:
                 self.send(session, peer.online_frame(), "presence")
         if seen:  # nobody to tell: don't build (and cache) the frame yet
@@ -116,6 +136,11 @@ class Router:
         seen = self.visible(session)
         for room in list(session.rooms):
             self._remove(session, room)
+        mates = self.users.get(session.user)
+        if mates is not None:
+            mates.discard(session)
+            if not mates:
+                del self.users[session.user]
         del self.sessions[session.id]
         if session.node is None:
             self.bus.closed(session)
@@ -125,7 +150,7 @@ class Router:
     def visible(self, session: Session) -> set[Session]:
         """The sessions that share at least one room with ``session``."""
         rooms = self.rooms
-        seen: set[Session] = set()
+        seen: set[Session] = set(self.users.get(session.user, _NOBODY))
         for room in session.rooms:
             seen |= rooms[room]
         seen.discard(session)
@@ -194,7 +219,26 @@ class Router:
                 recipients.append(session)
             else:
                 self.metrics.drops["gone"].inc()
+        if kind == "presence" and recipients:
+            recipients = self._still_seeing(recipients, payload)
         self.fanout(recipients, payload, kind)
+
+    def _still_seeing(self, recipients: list[Session], payload: bytes) -> list[Session]:
+        """Drop the recipients of a forwarded presence that no longer see its sender.
+
+        Its process routed it while they shared a room; if one of them left
+        that room meanwhile it was already told the sender is offline, and a
+        late "online" would put the sender back into its roster for good.
+        """
+        try:
+            sender_address = wire.loads(payload).get("from")
+        except (ValueError, AttributeError):
+            sender_address = None
+        sender = self._session_at(sender_address) if isinstance(sender_address, str) else None
+        kept = [r for r in recipients if sender is not None and r.sees(sender)]
+        if len(kept) < len(recipients):
+            self.metrics.drops["stale_presence"].inc(len(recipients) - len(kept))
+        return kept
 
     # -- frames from peers ---------------------------------------------------
 
@@ -268,7 +312,9 @@ class Router:
                 raise ProtocolError(400, "Invalid 'to': an array must hold room names")
             result: set[Session] = set()
             for room in to:
-                if room in session.rooms:
+                if room == session.user:
+                    result |= self.users[room]
+                elif room in session.rooms:
                     result |= self.rooms[room]
                 else:
                     self.metrics.drops["permission"].inc()
@@ -282,9 +328,11 @@ class Router:
         """Deliver a frame a backend published on ``<prefix>broadcast`` (docs/spec.md §9).
 
         Trusted: no shared-room check and the publisher's ``from`` is kept.
-        ``to`` is ``user|id``, a room name (user rooms included) or an array
-        of rooms; each local recipient gets the frame once.  Returns how many
-        (every process of a cluster receives the frame and serves its own).
+        ``to`` is ``user|id``, a room name or an array of them; a name
+        reaches that user's sessions *and* the members of a named room of
+        that name (a backend cannot say which it means: docs/protocol.md).
+        Each local recipient gets the frame once.  Returns how many (every
+        process of a cluster receives the frame and serves its own).
         """
         kind = frame.get("type")
         if not isinstance(kind, str) or not kind:
@@ -297,10 +345,12 @@ class Router:
             if target is not None:
                 recipients.add(target)
         elif isinstance(to, str):
+            recipients |= self.users.get(to, _NOBODY)
             recipients |= self.rooms.get(to, _NOBODY)
         elif isinstance(to, list):
             for room in to:
                 if wire.valid_room(room):
+                    recipients |= self.users.get(room, _NOBODY)
                     recipients |= self.rooms.get(room, _NOBODY)
         recipients = {s for s in recipients if s.node is None}
         if not recipients:
@@ -321,19 +371,25 @@ class Router:
         return None
 
     def _room_members(self, session: Session, room: str) -> Iterable[Session]:
+        """The sessions ``to: room`` reaches: those of user ``room`` and the
+        members of named room ``room``, each only if ``session`` sees it."""
         if not wire.valid_room(room):
             raise ProtocolError(400, "Invalid 'to': empty or over-long room name")
-        members = self.rooms.get(room)
-        if not members:
+        users = self.users.get(room, _NOBODY)
+        members = self.rooms.get(room, _NOBODY)
+        if not users and not members:
             self.metrics.drops["no_recipient"].inc()
             return _NOBODY
-        if room in session.rooms:
+        if room == session.user:
+            result = set(users)  # its own user room; no named room has this name for it
+            result |= {m for m in members if session.sees(m)}
+        elif room in session.rooms:
             result = set(members)
-            result.discard(session)
-            return result
-        mine = session.rooms
-        result = {m for m in members if not mine.isdisjoint(m.rooms)}
-        if len(result) < len(members):
+            result |= {m for m in users if session.sees(m)}
+        else:
+            result = {m for m in users if session.sees(m)}
+            result |= {m for m in members if session.sees(m)}
+        if len(result) < len(users) + len(members):
             self.metrics.drops["permission"].inc()
         result.discard(session)
         return result
@@ -346,7 +402,7 @@ class Router:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
         frame_id = frame.get("id")
         hook = self.settings.join_hook
-        if hook is None or room in session.rooms:
+        if hook is None or room in session.rooms or room == session.user:
             self._join(session, room, frame_id)
             return None
         d = call_hook(hook, session.peer(), room)
@@ -365,12 +421,14 @@ class Router:
 
     def _join(self, session: Session, room: str, frame_id: Any) -> None:
         self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
-        if room not in session.rooms:
+        if room not in session.rooms and room != session.user:
             self.enter(session, room)
             self.bus.joined(session, room)
 
     def enter(self, session: Session, room: str) -> None:
-        """Add ``session`` to ``room``; it and the members it newly sees exchange presence."""
+        """Add ``session`` to named ``room``; it and the members it newly sees exchange presence."""
+        if room == session.user:
+            return  # its own name is its user room, which it is always in
         before = self.visible(session)
         self._add(session, room)
         newcomers = self.rooms[room] - before
@@ -393,7 +451,9 @@ class Router:
             self.bus.left(session, room)
 
     def depart(self, session: Session, room: str) -> None:
-        """Remove ``session`` from ``room``; pairs that no longer meet exchange offline presence."""
+        """Remove ``session`` from named ``room``; pairs that no longer meet exchange offline presence."""
+        if room not in session.rooms:
+            return
         self._remove(session, room)
         lost = [m for m in self.rooms.get(room, ()) if not session.sees(m)]
         if lost:

@@ -45,6 +45,7 @@ class Session:
         self.host = host
         self.peer_type = identity.peer_type
         self.address = wire.address(self.user, self.id)
+        #: Named rooms only: the user room is implied (``Router.users``).
         self.rooms: set[str] = set()
         self.link = link
         self.closed = False
@@ -91,7 +92,8 @@ class Session:
         return wire.presence(self.address, {**self.presence, "online": False})
 
     def sees(self, other: "Session") -> bool:
-        return not self.rooms.isdisjoint(other.rooms)
+        """Whether the two share a room: their user room, or a named one."""
+        return self.user == other.user or not self.rooms.isdisjoint(other.rooms)
 
     def __repr__(self) -> str:
         return f"<Session {self.address}>"

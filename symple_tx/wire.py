@@ -25,6 +25,7 @@ CONTROL_TYPES = frozenset({"auth", "join", "leave", "close"})
 RESERVED_PEER_KEYS = frozenset({"id", "user", "name", "online", "type", "token", "host"})
 
 dumps = orjson.dumps
+loads = orjson.loads
 
 
 class ProtocolError(Exception):

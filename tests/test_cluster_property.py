@@ -140,6 +140,13 @@ class Cluster:
     def rooms(self) -> "_Rooms":
         return _Rooms(self.alive())
 
+    def user_rooms(self) -> dict[str, set[str]]:
+        """User -> session ids; every live process must hold the same index."""
+        views = [{user: {s.id for s in members} for user, members in r.users.items()}
+                 for r in self.alive()]
+        assert all(view == views[0] for view in views), f"user rooms differ: {views}"
+        return views[0]
+
 
 class _Rooms:
     def __init__(self, routers: list[Router]) -> None:
@@ -164,6 +171,32 @@ class ClusterRosterMachine(RosterMachine):
 
     def quiet(self) -> bool:
         return not self.cluster.redis.pending()
+
+    def user_rooms(self) -> dict[str, set[str]]:
+        return self.cluster.user_rooms()
+
+    def check_sender(self, client: Client, frame: dict) -> None:
+        """Processes hear of changes late, so a frame may be read after the
+        rooms it was sent for changed, or after its sender left; but it never
+        comes from a session that has not held a legitimate room the receiver
+        has held (its user room, or a named room both joined)."""
+        sender_id = self.sender_of(frame)
+        if sender_id is None:
+            return
+        shared = self.held.get(sender_id, set()) & self.held[client.session.id]
+        assert shared, \
+            f"{client} got {frame['type']} from {self.labels.get(sender_id, sender_id)}, " \
+            f"with whom it never shared a room: {frame}"
+
+    def may_miss(self, label: str, mid: str) -> bool:
+        """A presence routed by another process is dropped on arrival for a
+        recipient that no longer sees its sender (a late "online" would
+        contradict the "offline" it was already sent)."""
+        if self.kinds[mid] != "presence":
+            return False
+        client = next(c for c in self.clients if c.label == label)
+        sender = next((c for c in self.clients if c.session.id == self.senders[mid]), None)
+        return sender is None or not client.sees(sender)
 
     # The invariants hold once Redis has handed everything over.
     @precondition(quiet)
@@ -201,7 +234,8 @@ class ClusterRosterMachine(RosterMachine):
         label = f"{user}#{next(self.counter)}@{name}"
         self.labels[session.id] = label
         self.home[session.id] = name
-        self.clients.append(Client(label, session, link, {user, *rooms}))
+        self.clients.append(Client(label, session, link, rooms))
+        self.note_rooms(self.clients[-1])
         if quiet:  # with presence data on the way, the snapshot may not have it yet
             super().deliver()
             client = self.clients[-1]
@@ -209,7 +243,7 @@ class ClusterRosterMachine(RosterMachine):
             assert snapshot == {i: self.caps.get(i) for i in snapshot}, \
                 f"{client}'s snapshot lacks the latest presence: {snapshot}"
 
-    @rule(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS)), node=pick)
+    @rule(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS + USERS)), node=pick)
     def connect_somewhere(self, user: str, rooms: set[str], node: int) -> None:
         self.connect(user, rooms, node)
 

@@ -312,12 +312,15 @@ class RosterInvariantTests(PresenceCase):
     @defer.inlineCallbacks
     def test_rosters_follow_a_busy_sequence_of_changes(self):
         live: dict[str, TestPeer] = {}
-        rooms: dict[str, set[str]] = {}  # an independent model: name -> rooms
+        # An independent model: name -> rooms, the user room as "@user", apart
+        # from named rooms: dan's join of "ann" below joins a named room that
+        # ann's sessions are not in.
+        rooms: dict[str, set[str]] = {}
 
         @defer.inlineCallbacks
         def arrive(name: str, user: str, *joined: str):
             live[name] = yield self.peer(user, rooms=list(joined))
-            rooms[name] = {user, *joined}
+            rooms[name] = {"@" + user, *joined}
 
         def send(name: str, kind: str, room: str) -> None:
             live[name].send_json({"type": kind, "room": room})

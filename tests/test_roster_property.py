@@ -5,6 +5,13 @@ recipients, once each (docs/spec.md §4, §5 and §13).
 A small alphabet of users and rooms makes overlaps, shared user rooms and
 several sessions per user common.  The expected outcome comes from an
 independent model of room membership, not from the router's own index.
+
+User rooms are private: auth rooms and joins may name other users, which
+puts the session in a *named* room of that name, never in the user's room.
+Beyond the exact-recipient check, every frame a client receives is checked
+against the model when it arrives: online presence and routed frames only
+ever come from a session the receiver shares a legitimate room with (its
+user room, or a named room both are in).
 """
 
 from __future__ import annotations
@@ -36,16 +43,20 @@ class Client:
     def __init__(self, label: str, session: Session, link: FakeLink, rooms: set[str]) -> None:
         self.label = label
         self.session = session
+        self.user = session.user
         self.link = link
-        #: The model's idea of the session's rooms, kept apart from the router's.
-        self.rooms = rooms
+        #: The model's idea of the session's *named* rooms, kept apart from the
+        #: router's; its own name always means its user room, never one of these.
+        self.rooms = set(rooms) - {self.user}
         #: symple-client's roster: data.id -> data.
         self.roster: dict[str, dict] = {}
         #: Unique ids of the routed frames received so far.
         self.seen: list[str] = []
 
     def sees(self, other: "Client") -> bool:
-        return other is not self and not self.rooms.isdisjoint(other.rooms)
+        """They share a legitimate room: the user room, or a named room both joined."""
+        return other is not self and (
+            other.user == self.user or not self.rooms.isdisjoint(other.rooms))
 
     def apply(self, frame: dict) -> None:
         """What symple-client 4.x does with an incoming frame."""
@@ -78,6 +89,11 @@ class RosterMachine(RuleBasedStateMachine):
         self.expected: dict[str, set[str]] = {}
         #: Session id -> the ``caps`` of its latest presence, if it sent one.
         self.caps: dict[str, int] = {}
+        #: Frame id -> the sending session's id, and the frame's type.
+        self.senders: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
+        #: Session id -> every legitimate room it has held ("@user" for its user room).
+        self.held: dict[str, set[str]] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -89,10 +105,40 @@ class RosterMachine(RuleBasedStateMachine):
         return others[index % len(others)] if others else None
 
     def deliver(self) -> None:
-        """Let every live client read what it was sent."""
+        """Let every live client read what it was sent.
+
+        Each frame is checked as it arrives: nobody may see or hear from a
+        session it shares no legitimate room with.
+        """
         for client in self.clients:
             for frame in client.link.take():
+                self.check_sender(client, frame)
                 client.apply(frame)
+
+    def note_rooms(self, client: Client) -> None:
+        """Remember the legitimate rooms ``client`` has held, its user room included."""
+        self.held.setdefault(client.session.id, set()).update(
+            {"@" + client.user, *client.rooms})
+
+    def check_sender(self, client: Client, frame: dict) -> None:
+        """One process routes and reads in the same step, so the receiver must
+        share a room with the sender right now."""
+        sender_id = self.sender_of(frame)
+        if sender_id is None:
+            return
+        sender = next((c for c in self.clients if c.session.id == sender_id), None)
+        assert sender is not None and client.sees(sender), \
+            f"{client} (rooms {sorted(client.rooms)}) got {frame['type']} from " \
+            f"{sender or sender_id}, with whom it shares no room: {frame}"
+
+    @staticmethod
+    def sender_of(frame: dict) -> Optional[str]:
+        """The session an online presence or a routed frame comes from."""
+        if frame["type"] == "presence" and frame["data"].get("online"):
+            return frame["data"]["id"]
+        if "mid" in frame:
+            return frame["from"].partition("|")[2]
+        return None
 
     def eligible(self, sender: Client, to: Any) -> set[str]:
         """Who must receive a frame ``to``, per docs/spec.md §4."""
@@ -101,16 +147,22 @@ class RosterMachine(RuleBasedStateMachine):
             return {c.label for c in live if sender.sees(c)}
         if isinstance(to, list):
             return {c.label for c in live for room in to
-                    if room in sender.rooms and room in c.rooms}
+                    if (room == sender.user and c.user == room)
+                    or (room in sender.rooms and room in c.rooms)}
         target = next((c for c in live if to in (c.session.id, c.session.address)), None)
         if target is not None:
             return {target.label} if sender.sees(target) else set()
-        return {c.label for c in live if to in c.rooms and sender.sees(c)}
+        # A name reaches that user's sessions and that named room's members,
+        # of whom only those the sender shares a room with.
+        return {c.label for c in live
+                if (c.user == to or to in c.rooms) and sender.sees(c)}
 
     def route(self, sender: Client, frame: dict) -> None:
         mid = f"f{next(self.counter)}"
         frame["mid"] = mid
         self.expected[mid] = self.eligible(sender, frame.get("to"))
+        self.senders[mid] = sender.session.id
+        self.kinds[mid] = frame["type"]
         self.router.handle(sender.session, frame)
 
     def target(self, sender: Client, how: int, index: int) -> Any:
@@ -126,17 +178,19 @@ class RosterMachine(RuleBasedStateMachine):
 
     # -- operations ---------------------------------------------------------
 
-    @initialize(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS)))
+    @initialize(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS + USERS)))
     def first(self, user: str, rooms: set[str]) -> None:
         self.connect(user, rooms)
 
-    @rule(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS)))
+    #: Auth rooms may name any user, the session's own included.
+    @rule(user=st.sampled_from(USERS), rooms=st.sets(st.sampled_from(ROOMS + USERS)))
     def connect(self, user: str, rooms: set[str]) -> None:
         session, link = connect(self.router, user, sorted(rooms))
         label = f"{user}#{next(self.counter)}"
         self.labels[session.id] = label
-        client = Client(label, session, link, {user, *rooms})
+        client = Client(label, session, link, rooms)
         self.clients.append(client)
+        self.note_rooms(client)
         self.deliver()
         snapshot = {i: data.get("caps") for i, data in client.roster.items()}
         assert snapshot == {i: self.caps.get(i) for i in snapshot}, \
@@ -147,7 +201,9 @@ class RosterMachine(RuleBasedStateMachine):
     def join(self, index: int, room: str) -> None:
         client = self.client(index)
         self.router.handle(client.session, {"type": "join", "room": room})
-        client.rooms.add(room)
+        if room != client.user:  # its own name: the user room it is already in
+            client.rooms.add(room)
+        self.note_rooms(client)
 
     @precondition(lambda self: self.clients)
     @rule(index=pick, room=st.sampled_from(ROOMS + USERS))
@@ -232,8 +288,14 @@ class RosterMachine(RuleBasedStateMachine):
         live = {c.label for c in self.clients}
         for mid, want in self.expected.items():
             # Clients that left since cannot be checked any more.
-            assert received[mid] == want & live, \
-                f"frame {mid} reached {sorted(received[mid])}, expected {sorted(want & live)}"
+            want = want & live
+            missing = {label for label in want - received[mid] if not self.may_miss(label, mid)}
+            assert received[mid] <= want and not missing, \
+                f"frame {mid} reached {sorted(received[mid])}, expected {sorted(want)}"
+
+    def may_miss(self, label: str, mid: str) -> bool:
+        """Whether an eligible client may legitimately not have received ``mid``."""
+        return False
 
     @invariant()
     def router_index_matches_model(self) -> None:
@@ -241,6 +303,15 @@ class RosterMachine(RuleBasedStateMachine):
             assert client.session.rooms == client.rooms, (client, client.session.rooms)
         assert set(self.router.sessions) == {c.session.id for c in self.clients}
         assert all(self.router.rooms.values()), "an empty room was kept"
+        users: dict[str, set[str]] = {}
+        for client in self.clients:
+            users.setdefault(client.user, set()).add(client.session.id)
+        have = self.user_rooms()
+        assert have == users, f"user rooms {have}, expected {users}"
+
+    def user_rooms(self) -> dict[str, set[str]]:
+        """The router's user-room index: user -> session ids."""
+        return {user: {s.id for s in members} for user, members in self.router.users.items()}
 
 
 class RosterPropertyTests(unittest.TestCase):

@@ -489,7 +489,8 @@ class LeaveTests(RouterTestCase):
         alice = self.peer("alice", "r1")
         self.quiet()
         self.refused(alice, {"type": "leave", "room": "alice"}, 403)
-        self.assertIn(alice.session, self.router.rooms["alice"])
+        self.assertEqual(self.router.users["alice"], {alice.session})
+        self.assertNotIn("alice", self.router.rooms)
         self.assertEqual(alice.take(), [])
 
 
@@ -503,7 +504,7 @@ class StaticRoomsTests(RouterTestCase):
         self.refused(alice, {"type": "join", "room": "r2"}, 403)
         self.refused(alice, {"type": "leave", "room": "r1"}, 403)
         self.refused(alice, {"type": "leave", "room": "alice"}, 403)
-        self.assertEqual(alice.session.rooms, {"alice", "r1"})
+        self.assertEqual(alice.session.rooms, {"r1"})
         self.assertEqual(self.receivers("presence") + alice.take(), [])
 
     def test_invalid_room_is_still_400(self):
@@ -645,7 +646,8 @@ class CloseTests(RouterTestCase):
                          (alice.address, alice.id, False))
         self.assertEqual(carol.take(), [])
         self.assertNotIn(alice.id, self.router.sessions)
-        self.assertEqual(set(self.router.rooms), {"bob", "r1", "r2", "carol", "r3"})
+        self.assertEqual(set(self.router.rooms), {"r1", "r2", "r3"})
+        self.assertEqual(set(self.router.users), {"bob", "carol"})
 
     def test_gone_session_is_no_longer_addressable(self):
         alice = self.peer("alice", "r1")

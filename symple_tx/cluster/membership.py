@@ -84,7 +84,7 @@ class Membership:
         user = _text(state, "user")
         if "|" in user:
             raise ValueError(f"invalid user {user!r}")
-        rooms = [user, *check_rooms(state.get("rooms"))]
+        rooms = check_rooms(state.get("rooms"))
         peer_type = state.get("type")
         identity = Identity(user=user, name=_text(state, "name"),
                             peer_type=peer_type if isinstance(peer_type, str) else None)
@@ -150,7 +150,7 @@ class Membership:
     def _update(self, session: Session, state: dict) -> None:
         """Bring a known session's rooms and presence to ``state``."""
         rooms = set(check_rooms(state.get("rooms")))
-        rooms.add(session.user)
+        rooms.discard(session.user)  # its user room is implied, never a named room
         for room in sorted(session.rooms - rooms):
             self.router.depart(session, room)
         for room in sorted(rooms - session.rooms):
