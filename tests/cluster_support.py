@@ -192,3 +192,14 @@ class InProcessCluster:
     def nodes_known(self, count: int) -> bool:
         """Every server mirrors ``count`` - 1 other processes."""
         return all(len(s.router.bus.membership.nodes) == count - 1 for s in self.servers)
+
+
+def is_message(text: str):
+    """A frame predicate: a message whose data is ``text``."""
+    return lambda f: f.get("type") == "message" and f.get("data") == text
+
+
+def presence_of(peer, online: bool):
+    """A frame predicate: ``peer``'s presence, online or offline."""
+    return lambda f: (f.get("type") == "presence" and f["data"].get("id") == peer.session_id
+                      and f["data"].get("online") is online)

@@ -12,6 +12,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
+from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from symple_tx.autobahn_support import ReactorTimer, cancel_timers
 from symple_tx.config import Settings
@@ -349,6 +352,17 @@ def self_signed_cert(directory: str, host: str = "localhost") -> tuple[str, str]
     with open(cert_path, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+@implementer(IPolicyForHTTPS)
+class LoopbackPolicy:
+    """Verify the certificate for ``localhost`` although Agent connects to the name."""
+
+    def __init__(self, policy: BrowserLikePolicyForHTTPS) -> None:
+        self.policy = policy
+
+    def creatorForNetloc(self, hostname: bytes, port: int):
+        return self.policy.creatorForNetloc(b"localhost", port)
 
 
 @defer.inlineCallbacks

@@ -10,8 +10,8 @@ import txredisapi
 from twisted.internet import defer
 
 from symple_tx.config import Settings
+from tests.routing_support import ErrorCase
 from tests.support import presence_of, redis_required
-from tests.test_errors import ErrorCase
 
 REDIS_URL = "redis://127.0.0.1:6379"
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from symple_tx.config import Settings
+from tests.routing_support import of_kind
 from tests.support import ServerTestCase, TestPeer
-from tests.test_routing import of_kind
 
 #: Statuses a peer may provoke with bad input on an open connection.
 SURVIVABLE = {400, 403}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Optional
+from typing import Optional
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -13,27 +13,9 @@ from symple_tx.client import (AuthError, ClientError, ConnectError, NotConnected
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
 from symple_tx.service import SympleServer, SympleService
+from tests.client_support import ClientMixin
 from tests.support import (WAIT, ServerTestCase, eventually, free_port, self_signed_cert,
                            with_timeout)
-
-FAST = dict(reconnect_delay=0.05, max_reconnect_delay=0.2, jitter=0.05)
-
-
-class ClientMixin:
-    """Clients that are always disconnected at the end of a test."""
-
-    url: str
-
-    def make_client(self, user: str, url: str = "", **options: Any) -> SympleClient:
-        client = SympleClient(url or self.url, user, **{**FAST, **options})
-        self.addCleanup(client.disconnect)
-        return client
-
-    @defer.inlineCallbacks
-    def online(self, user: str, **options: Any):
-        client = self.make_client(user, **options)
-        yield with_timeout(client.connect(), what=f"{user} welcome")
-        return client
 
 
 def users(client: SympleClient) -> list[str]:

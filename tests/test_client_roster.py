@@ -6,8 +6,8 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from symple_tx.roster import Roster
+from tests.client_support import ClientMixin
 from tests.support import WAIT, ServerTestCase, eventually
-from tests.test_client import ClientMixin
 
 
 def presence(peer_id: str, user: str = "bob", online: bool = True, **data) -> dict:

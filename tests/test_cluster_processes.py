@@ -7,8 +7,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall
 from twisted.trial import unittest
 
-from tests.cluster_support import Node, PeersMixin, eventually, private_redis
-from tests.test_cluster_routing import is_message, presence_of
+from tests.cluster_support import (Node, PeersMixin, eventually, is_message, presence_of,
+                                   private_redis)
 
 #: --node-timeout of these processes: a silent process is declared dead after it.
 NODE_TIMEOUT = 2.0

@@ -1,6 +1,6 @@
 """Property: the roster invariant and exactly-once delivery hold across processes.
 
-The single-process state machine of ``test_roster_property`` runs against
+The single-process state machine of ``tests/roster_model.py`` runs against
 several routers, each with its own ``RedisBus``, joined by a simulated Redis
 that keeps pub/sub's one guarantee (what one connection publishes reaches
 each subscriber in order) and nothing more: Hypothesis decides when each
@@ -31,7 +31,7 @@ from symple_tx.router import Router
 from symple_tx.session import Session
 
 from tests.fakes import connect, make_router
-from tests.test_roster_property import USERS, ROOMS, Client, RosterMachine, pick
+from tests.roster_model import ROOMS, USERS, Client, RosterMachine, pick
 
 NODES = 3
 

@@ -11,17 +11,8 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.cluster_support import (InProcessCluster, PeersMixin, eventually, metric_sum,
-                                   private_redis)
-
-
-def is_message(text: str):
-    return lambda f: f.get("type") == "message" and f.get("data") == text
-
-
-def presence_of(peer, online: bool):
-    return lambda f: (f.get("type") == "presence" and f["data"].get("id") == peer.session_id
-                      and f["data"].get("online") is online)
+from tests.cluster_support import (InProcessCluster, PeersMixin, eventually, is_message,
+                                   metric_sum, presence_of, private_redis)
 
 
 def count(peer, match) -> int:

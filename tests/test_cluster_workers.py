@@ -13,11 +13,10 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from symple_tx.redis import RedisAddress
 from symple_tx.redis.connect import Subscription
 from symple_tx.tap import SympleOptions
-from tests.cluster_support import SOURCE_ROOT, PeersMixin, eventually, private_redis
-from tests.support import (clean_environment, free_port, http_get, self_signed_cert,
-                           spawn_twistd, wait_serving)
-from tests.test_cluster_routing import is_message
-from tests.test_tls import _LoopbackPolicy
+from tests.cluster_support import (SOURCE_ROOT, PeersMixin, eventually, is_message,
+                                   private_redis)
+from tests.support import (LoopbackPolicy, clean_environment, free_port, http_get,
+                           self_signed_cert, spawn_twistd, wait_serving)
 
 
 class OptionTests(unittest.TestCase):
@@ -159,7 +158,7 @@ class TlsWorkersTests(unittest.TestCase):
                    "--listen", f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"],
             env=clean_environment(PYTHONPATH=SOURCE_ROOT))
         with open(cert, "rb") as f:
-            policy = _LoopbackPolicy(BrowserLikePolicyForHTTPS(
+            policy = LoopbackPolicy(BrowserLikePolicyForHTTPS(
                 trustRoot=ssl.Certificate.loadPEM(f.read())))
         answers = []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -10,51 +10,8 @@ from twisted.internet.task import deferLater
 from symple_tx.auth import AuthRequest
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
-from tests.support import ServerTestCase, TestPeer, eventually
-
-
-class ErrorCase(ServerTestCase):
-    """Helpers to assert an ``error`` frame and what happens to the connection after it."""
-
-    def assert_error(self, frame: dict, status: int, message: Optional[str] = None,
-                     frame_id: Any = None) -> None:
-        self.assertEqual(frame["type"], "error", frame)
-        self.assertEqual(frame["status"], status, frame)
-        self.assertIsInstance(frame["message"], str)
-        self.assertTrue(frame["message"].strip(), "error message is empty")
-        if message is not None:
-            self.assertIn(message, frame["message"])
-        if frame_id is not None:
-            self.assertEqual(frame.get("id"), frame_id)
-
-    @defer.inlineCallbacks
-    def assert_closes(self, peer: TestPeer, status: int, message: Optional[str] = None,
-                      frame_id: Any = None):
-        """The next frame is ``error`` ``status``, then the server closes with 4000+status."""
-        frame = yield peer.next("error frame")
-        self.assert_error(frame, status, message, frame_id)
-        code, _ = yield peer.wait_closed()
-        self.assertEqual(code, 4000 + status)
-        self.assertEqual(peer.received, [frame], "nothing follows a fatal error")
-        return frame
-
-    @defer.inlineCallbacks
-    def refused_at_auth(self, first: dict, status: int, message: Optional[str] = None):
-        """A fresh connection whose first frame is ``first`` is refused and closed."""
-        peer = yield self.connect()
-        peer.send_json(first)
-        # A follow-up on a doomed connection must not be processed either.
-        peer.send_json({"type": "message", "data": "after"})
-        frame = yield self.assert_closes(peer, status, message, first.get("id"))
-        return frame
-
-    @defer.inlineCallbacks
-    def assert_stays_open(self, peer: TestPeer):
-        """The connection still routes (a round trip through the server works)."""
-        frames = yield peer.round_trip()
-        self.assertIsNone(peer.close_code)
-        return frames
-
+from tests.routing_support import ErrorCase
+from tests.support import eventually
 
 #: Short enough for a fast test, long enough for a loaded machine to authenticate in time.
 AUTH_TIMEOUT = 1.0

@@ -8,8 +8,8 @@ from typing import Any, Callable
 from twisted.internet import defer
 
 from symple_tx.config import Settings
+from tests.routing_support import RoutingCase, of_kind
 from tests.support import TestPeer, eventually, presence_of, presences
-from tests.test_routing import RoutingCase, of_kind
 
 
 def is_presence(peer: TestPeer, online: bool) -> Callable[[dict], bool]:

@@ -9,8 +9,7 @@ from twisted.internet.task import deferLater
 
 from symple_tx.config import Settings
 from symple_tx.hooks import JoinRefused
-from tests.test_errors import ErrorCase
-from tests.test_routing import of_kind
+from tests.routing_support import ErrorCase, of_kind
 
 INVALID_ROOMS: list[Any] = [None, "", "x" * 257, 42, True, ["r"], {"name": "r"}]
 

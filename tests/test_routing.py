@@ -2,54 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet import defer
 
-from symple_tx.config import Settings
-from tests.support import ServerTestCase, TestPeer
-
-
-def of_kind(frames: list[dict], kind: str, **fields: Any) -> list[dict]:
-    """The frames of type ``kind`` whose fields include ``fields``."""
-    return [f for f in frames
-            if f.get("type") == kind and all(f.get(k) == v for k, v in fields.items())]
-
-
-class RoutingCase(ServerTestCase):
-    """Peers in chosen rooms, and a way to see exactly who received a frame."""
-
-    settings = Settings(rate_limit=100_000)
-
-    @defer.inlineCallbacks
-    def peers_in(self, **rooms_by_user: list[str]):
-        """Authenticate one peer per keyword (user -> rooms); presence so far is discarded."""
-        peers = {}
-        for user, rooms in rooms_by_user.items():
-            peers[user] = yield self.peer(user, rooms=rooms)
-        yield self.collect(*peers.values())
-        return peers
-
-    @defer.inlineCallbacks
-    def deliver(self, sender: TestPeer, frame: dict, peers: dict[str, TestPeer]):
-        """Send ``frame``; fires with ``{user: [copies received]}`` and the sender's errors."""
-        sender.send_json(frame)
-        got = yield self.collect(sender, *(p for p in peers.values() if p is not sender))
-        by_user = {}
-        for user, peer in peers.items():
-            by_user[user] = of_kind(got[peer], frame["type"], subtype=frame.get("subtype"))
-        return by_user, of_kind(got[sender], "error")
-
-    @defer.inlineCallbacks
-    def assert_reaches(self, sender: TestPeer, frame: dict, peers: dict[str, TestPeer],
-                       expected: set[str]):
-        """Exactly the users in ``expected`` receive ``frame``, each exactly once."""
-        got, errors = yield self.deliver(sender, frame, peers)
-        counts = {user: len(frames) for user, frames in got.items()}
-        self.assertEqual(counts, {user: int(user in expected) for user in peers},
-                         f"delivery of {frame!r}")
-        self.assertEqual(errors, [])
-        return got
+from tests.routing_support import RoutingCase, of_kind
 
 
 class RoutingTableTests(RoutingCase):

@@ -18,9 +18,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
 
-from tests.cluster_support import Node, PeersMixin, RedisServer, _listening, require_redis_server
+from tests.cluster_support import (Node, PeersMixin, RedisServer, _listening, is_message,
+                                   presence_of, require_redis_server)
 from tests.support import eventually, free_port
-from tests.test_cluster_routing import is_message, presence_of
 
 SERVICE = "symplemaster"
 PASSWORD = "failover-secret"

@@ -8,13 +8,11 @@ import orjson
 from twisted.internet import defer, reactor, ssl
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.web.client import BrowserLikePolicyForHTTPS
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 from symple_tx.config import Settings
 from symple_tx.tap import SympleOptions
-from tests.support import (ServerTestCase, eventually, http_get, self_signed_cert,
-                           with_timeout)
+from tests.support import (LoopbackPolicy, ServerTestCase, eventually, http_get,
+                           self_signed_cert, with_timeout)
 
 
 class TlsTestCase(ServerTestCase):
@@ -70,7 +68,7 @@ class WssTests(TlsTestCase):
     def test_https_healthz_on_the_same_port(self):
         policy = BrowserLikePolicyForHTTPS(trustRoot=self.trust_root())
         code, _, body = yield http_get(f"https://127.0.0.1:{self.port}/healthz",
-                                       context=_LoopbackPolicy(policy))
+                                       context=LoopbackPolicy(policy))
         self.assertEqual(code, 200)
         self.assertEqual(orjson.loads(body)["status"], "ok")
 
@@ -82,17 +80,6 @@ class WssTests(TlsTestCase):
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), peer)
         with self.assertRaises(ConnectionError):
             yield with_timeout(peer.opened, what="refused plain handshake")
-
-
-@implementer(IPolicyForHTTPS)
-class _LoopbackPolicy:
-    """Verify the certificate for ``localhost`` although Agent connects to the name."""
-
-    def __init__(self, policy: BrowserLikePolicyForHTTPS) -> None:
-        self.policy = policy
-
-    def creatorForNetloc(self, hostname: bytes, port: int):
-        return self.policy.creatorForNetloc(b"localhost", port)
 
 
 class TapTlsTests(TlsTestCase):
