@@ -124,6 +124,15 @@ class _Factory(txredisapi.RedisFactory):
     def stopTrying(self) -> Deferred:
         return succeed(None)
 
+    def buildProtocol(self, addr: Any) -> Any:
+        # Not txredisapi's: it pools a connection as soon as it has logged in,
+        # before TLS has verified the server; ``Pool.ready`` adds it once it has.
+        protocol = self.protocol(self.charset, replyTimeout=self.replyTimeout,
+                                 password=self.password, dbid=self.dbid,
+                                 convertNumbers=self.convertNumbers, username=self.username)
+        protocol.factory = self
+        return protocol
+
     def connectionError(self, why: str) -> None:
         # Not txredisapi's: it fails a Deferred nobody waits for.
         self.refusal = why.removeprefix("Redis error: ")
@@ -196,6 +205,8 @@ class Connection:
             factory.owner = self
         self.factory = factory
         self.endpoint = endpoint(address, self.reactor, timeout)
+        self.timeout = timeout
+        self._login_timer: Any = None
         #: The usable protocol, or None.
         self.protocol: Optional[Any] = None
         #: Failed attempts in a row (the backoff's exponent).
@@ -221,6 +232,7 @@ class Connection:
         self._retry_call = None
         if self._connecting is not None:
             self._connecting.cancel()
+        self._stop_login_timer()
         current, self._current = self._current, None
         self.protocol = None
         if current is None:
@@ -248,10 +260,23 @@ class Connection:
             protocol.transport.loseConnection()
             return
         self._current = protocol
+        # A server that accepts but never finishes TLS or AUTH must not hold us.
+        self._login_timer = self.reactor.callLater(self.timeout, self._login_expired, protocol)
         protocol.whenDisconnected().addCallback(self._disconnected)
         tls = self.address.tls
         protocol.whenConnected().addCallback(lambda p: p.when_verified(tls)).addCallback(
             self._logged_in)
+
+    def _login_expired(self, protocol: Any) -> None:
+        self._login_timer = None
+        if protocol is self._current and self.protocol is None:
+            self.factory.refusal = "no answer (is it a Redis server, with TLS if rediss://?)"
+            protocol.transport.abortConnection()
+
+    def _stop_login_timer(self) -> None:
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
 
     def _logged_in(self, protocol: Any) -> None:
         if protocol is self._current and self._running:
@@ -262,6 +287,7 @@ class Connection:
         self._ready(protocol)
 
     def _ready(self, protocol: Any) -> None:
+        self._stop_login_timer()
         self.attempts = 0
         self.protocol = protocol
         for listener in list(self.listeners):
@@ -270,6 +296,7 @@ class Connection:
     def _disconnected(self, protocol: Any) -> None:
         if protocol is not self._current:
             return
+        self._stop_login_timer()
         self._current = None
         if self.protocol is protocol:
             self.protocol = None
@@ -374,9 +401,13 @@ class Subscription(Connection):
 class _Handler(txredisapi.ConnectionHandler):
     """txredisapi's command interface; ``disconnect`` also stops our reconnecting."""
 
+    @property
+    def pool(self) -> "Pool":
+        """The connections behind it."""
+        return self._factory.pool_owner
+
     def disconnect(self) -> Deferred:
-        pool = self._factory.pool_owner
-        return pool.stop()
+        return self.pool.stop()
 
 
 class Pool:
@@ -408,7 +439,6 @@ class Pool:
 
     def _now_filled(self, handler: Any) -> None:
         self._filled = True
-        self.ready(self.connections[0], None)
 
     @property
     def connected(self) -> bool:
@@ -435,6 +465,7 @@ class Pool:
 
     # Listener: the pool's own connections.
     def ready(self, connection: Connection, protocol: Any) -> None:
+        self.factory.addConnection(protocol)
         if self.connected and self._filled and self._first is not None:
             d, self._first = self._first, None
             d.callback(self.redis)
