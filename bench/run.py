@@ -1,14 +1,30 @@
-"""Single-process benchmark of symple_tx, compared with a bare Autobahn server.
+"""Single-process benchmark of symple_tx, side by side with the Node.js reference server.
 
-    python bench/run.py            # full run, best of 3
-    python bench/run.py --quick    # smaller, one pass
-    python bench/run.py --only fanout --profile out/
+    python bench/run.py                                  # symple_tx alone, every scenario
+    python bench/run.py --node ../symple-server          # and symple-server 4.0.0, interleaved
+    python bench/run.py --quick --only echo,call         # smaller, one pass
+    python bench/run.py --baseline ../old-checkout       # this tree against another symple_tx
+    python bench/run.py --only fanout --profile out/     # py-spy profile of the server
 
-Each measurement starts a fresh server process on 127.0.0.1, drives it from
-separate load-generator processes (bench/wsload.py) and reads the server's
-CPU time and RSS from /proc.  Everything is stopped at the end, also on errors.
+Scenarios (each starts a fresh server on 127.0.0.1 and drives it from
+separate load-generator processes, bench/wsload.py):
 
-Run from a checkout after ``pip install -e .[bench]``.
+* ``connect``: 2,000 clients (200 in flight) connect, upgrade, auth and wait
+  for ``welcome``, against ``twistd symple --port N`` with every default;
+  connections/s and RSS per idle authenticated connection.
+* ``fanout``: 500 receivers in one room, 2,000 messages to the room; server
+  CPU per delivered frame.
+* ``echo``: 50 requester/responder pairs, direct ``user|id`` messages at
+  2,000 requests/s in total, each answered by its responder; RTT and server
+  CPU per message (requests + replies), lost requests.
+* ``call``: 50 caller/callee pairs placing WebRTC calls back to back (the
+  demo's signalling: init, accept, 4 KB offer, answer, 12 candidates each
+  way, hangup); call set-ups/s, p99 set-up time, server CPU per call.
+
+Runs of the servers alternate (symple_tx, Node, symple_tx, Node, ...), so a
+change in the machine's load affects both; the table gives the median of the
+runs and, per figure, the ratio symple_tx / Node.  Each server's CPU time and
+RSS come from /proc; the load generator's CPU is reported with it.
 """
 
 from __future__ import annotations
@@ -18,6 +34,7 @@ import multiprocessing
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -30,8 +47,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson  # noqa: E402
 
 import wsload  # noqa: E402
-from serverproc import (HOST, ServerProcess, cpu_seconds, die_with_parent,  # noqa: E402
-                        echo_command, free_port, machine, symple_command)
+from serverproc import (HOST, UNLIMITED, ServerProcess, cpu_seconds,  # noqa: E402
+                        die_with_parent, echo_command, free_port, machine, node_command,
+                        symple_port_command)
 
 CTX = multiprocessing.get_context("fork")
 
@@ -40,25 +58,24 @@ CTX = multiprocessing.get_context("fork")
 class Sizes:
     connections: int = 2000
     connect_procs: int = 2
-    concurrency: int = 64
+    concurrency: int = 200
     receivers: int = 500
     receiver_procs: int = 2
-    messages: int = 1000
+    messages: int = 2000
     window: int = 16
+    pairs: int = 50
     rtt_rate: float = 2000.0
     rtt_seconds: float = 10.0
     rtt_warmup: float = 1.0
+    call_pairs: int = 50
+    call_procs: int = 2
+    call_seconds: float = 10.0
+    call_warmup: float = 1.0
     repeat: int = 3
 
 
-QUICK = Sizes(connections=500, messages=300, rtt_seconds=3.0, rtt_warmup=0.5, repeat=1)
-
-TARGETS = {
-    "connect_rate": (">=", 2000.0),
-    "rss_per_conn_kb": ("<=", 12.0),
-    "fanout_cpu_per_100k": ("<=", 0.35),
-    "rtt_p99_ms": ("<=", 1.0),
-}
+QUICK = Sizes(connections=500, messages=500, rtt_seconds=3.0, rtt_warmup=0.5,
+              call_seconds=3.0, call_warmup=0.5, repeat=1)
 
 
 # -- load-generator processes --------------------------------------------------
@@ -215,172 +232,234 @@ def summarize_profile(path: Path, top: int = 15) -> str:
     return "\n".join(lines)
 
 
+# -- servers -----------------------------------------------------------------------
+
+
+@dataclass
+class Kind:
+    """A server to measure: its column in the table and how to start it."""
+
+    name: str
+    label: str
+    #: symple_tx from this directory (first on PYTHONPATH); None: the installed one.
+    path: Optional[str] = None
+    #: The Node.js reference server's checkout.
+    node: Optional[str] = None
+    echo: bool = False  # the bare Autobahn server
+
+    @property
+    def python(self) -> bool:
+        return self.node is None
+
+    def server(self, scenario: str) -> ServerProcess:
+        port = free_port()
+        if self.echo:
+            return ServerProcess(echo_command(port, broadcast=scenario == "fanout"), port)
+        if self.node is not None:
+            return ServerProcess(node_command(self.node), port, env={"PORT": str(port)},
+                                 cwd=self.node)
+        # connect: every default of `twistd symple --port N`; the others send
+        # faster than the default rate limit allows.
+        extra = () if scenario == "connect" else UNLIMITED
+        return ServerProcess(symple_port_command(port, *extra), port, self.path)
+
+
 # -- scenarios -------------------------------------------------------------------
 
 
-#: A directory put first on the server's PYTHONPATH (``--server-path``).
-SERVER_PATH: Optional[str] = None
+class Measure:
+    """Server CPU, load-generator CPU and wall time over one phase; py-spy if asked."""
+
+    def __init__(self, server: ServerProcess, workers: Workers, kind: Kind,
+                 profile: Optional[Path], name: str) -> None:
+        self.server, self.workers = server, workers
+        self.profiler = Profiler(profile if kind.python else None, f"{name}-{kind.name}")
+
+    def __enter__(self) -> "Measure":
+        self.profiler.start(self.server.pid)
+        self.cpu = self.server.cpu_seconds()
+        self.load = self.workers.cpu_seconds()
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.monotonic() - self.started
+        self.cpu = self.server.cpu_seconds() - self.cpu
+        self.load = self.workers.cpu_seconds() - self.load
+        self.profiler.stop()
 
 
-def server_for(kind: str, scenario: str) -> ServerProcess:
-    port = free_port()
-    if kind == "echo":
-        return ServerProcess(echo_command(port, broadcast=scenario == "fanout"), port)
-    extra = () if scenario == "connect" else ("--ping-interval", "0")
-    return ServerProcess(symple_command(port, *extra), port, SERVER_PATH)
-
-
-def bench_connect(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
+def bench_connect(kind: Kind, sizes: Sizes, profile: Optional[Path]) -> dict:
     """Connections/s (connect + upgrade + auth + welcome) and RSS per idle connection."""
-    echo = kind == "echo"
     n, procs = sizes.connections, sizes.connect_procs
-    with server_for(kind, "connect") as server, Workers() as workers:
-        warm = workers.spawn(wsload.connect_worker, HOST, server.port, 900000, 50, 16, 30.0, echo)
+    with kind.server("connect") as server, Workers() as workers:
+        warm = workers.spawn(wsload.connect_worker, HOST, server.port, 900000, 50, 16, 30.0,
+                             kind.echo)
         ask([warm], ("connect",), 40)
         ask([warm], ("close",), 10)
         pipes = [workers.spawn(wsload.connect_worker, HOST, server.port, first, count,
-                               max(1, sizes.concurrency // procs), 60.0, echo)
+                               max(1, sizes.concurrency // procs), 60.0, kind.echo)
                  for first, count in split(n, procs)]
         server.wait_idle()
         warm.send(("quit",))
-        profiler = Profiler(profile, f"connect-{kind}")
-        profiler.start(server.pid)
-        rss_before, cpu_before = server.rss_kb(), server.cpu_seconds()
-        load_before = workers.cpu_seconds()
-        try:
+        rss_before = server.rss_kb()
+        with Measure(server, workers, kind, profile, "connect") as m:
             results = ask(pipes, ("connect",), 90)
-        finally:
-            cpu = server.cpu_seconds() - cpu_before
-            load = workers.cpu_seconds() - load_before
-            profiler.stop()
         elapsed = max(r["end"] for r in results) - min(r["start"] for r in results)
         server.wait_idle()
         rss_after = server.rss_kb()
         ask(pipes, ("close",), 30)
     return {"connect_rate": n / elapsed, "rss_per_conn_kb": (rss_after - rss_before) / n,
-            "connect_cpu_ms": 1000 * cpu / n, "connect_util": cpu / elapsed,
-            "connect_load_util": load / elapsed,
-            "rss_before_mb": rss_before / 1024, "rss_after_mb": rss_after / 1024}
+            "connect_cpu_ms": 1000 * m.cpu / n, "connect_util": m.cpu / elapsed,
+            "connect_load_util": m.load / elapsed}
 
 
-def bench_fanout(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
+def bench_fanout(kind: Kind, sizes: Sizes, profile: Optional[Path]) -> dict:
     """One sender, ``receivers`` peers in one room: delivered frames/s and CPU per frame."""
-    echo = kind == "echo"
     room = "fan"
-    with server_for(kind, "fanout") as server, Workers() as workers:
+    with kind.server("fanout") as server, Workers() as workers:
         receivers = [workers.spawn(wsload.fanout_receiver_worker, HOST, server.port,
-                                   first, count, room, 120.0, echo)
+                                   first, count, room, 120.0, kind.echo)
                      for first, count in split(sizes.receivers - 1, sizes.receiver_procs)]
         ask(receivers, ("connect",), 130)
         sender = workers.spawn(wsload.fanout_sender_worker, HOST, server.port, room,
-                               sizes.window, 120.0, echo)
+                               sizes.window, 120.0, kind.echo)
         size = ask([sender], ("connect",), 130)[0]["frame_size"]
         server.wait_idle()
         ask(receivers + [sender], ("reset",), 130)
-        profiler = Profiler(profile, f"fanout-{kind}")
-        profiler.start(server.pid)
-        cpu_before = server.cpu_seconds()
-        load_before = workers.cpu_seconds()
-        try:
+        with Measure(server, workers, kind, profile, "fanout") as m:
             for pipe in receivers:
                 pipe.send(("receive", sizes.messages * size))
             sent = ask([sender], ("send", sizes.messages), 130)[0]
             got = answers(receivers, "receive", 130)
-        finally:
-            cpu = server.cpu_seconds() - cpu_before
-            load = workers.cpu_seconds() - load_before
-            profiler.stop()
     frames = sizes.messages * sizes.receivers
     elapsed = max([sent["end"]] + [r["end"] for r in got]) - sent["start"]
-    return {"fanout_fps": frames / elapsed, "fanout_cpu_per_100k": cpu * 100000 / frames,
-            "fanout_util": cpu / elapsed, "fanout_load_util": load / elapsed,
-            "fanout_frame_bytes": size}
+    return {"fanout_fps": frames / elapsed, "fanout_cpu_per_100k": m.cpu * 100000 / frames,
+            "fanout_util": m.cpu / elapsed, "fanout_load_util": m.load / elapsed}
 
 
-def bench_rtt(kind: str, sizes: Sizes, profile: Optional[Path]) -> dict:
-    """Open-loop request/response between two peers (echo: the server answers)."""
-    echo = kind == "echo"
-    with server_for(kind, "rtt") as server, Workers() as workers:
-        pipe = workers.spawn(wsload.rtt_worker, HOST, server.port, 30.0, echo)
-        ask([pipe], ("connect",), 40)
-        profiler = Profiler(profile, f"rtt-{kind}")
-        profiler.start(server.pid)
-        cpu_before = server.cpu_seconds()
-        load_before = workers.cpu_seconds()
-        try:
+def bench_echo(kind: Kind, sizes: Sizes, profile: Optional[Path]) -> dict:
+    """``pairs`` request/response pairs, direct messages, open loop at ``rtt_rate``/s."""
+    with kind.server("echo") as server, Workers() as workers:
+        pipe = workers.spawn(wsload.pairs_worker, HOST, server.port, 0, sizes.pairs, 30.0,
+                             kind.echo)
+        ask([pipe], ("connect",), 60)
+        server.wait_idle()
+        with Measure(server, workers, kind, profile, "echo") as m:
             r = ask([pipe], ("run", sizes.rtt_rate, sizes.rtt_seconds, sizes.rtt_warmup),
                     sizes.rtt_seconds + sizes.rtt_warmup + 60)[0]
-        finally:
-            cpu = server.cpu_seconds() - cpu_before
-            load = workers.cpu_seconds() - load_before
-            profiler.stop()
-    seconds = sizes.rtt_seconds + sizes.rtt_warmup
-    return {"rtt_p50_ms": 1000 * r["p50"], "rtt_p99_ms": 1000 * r["p99"],
-            "rtt_p999_ms": 1000 * r["p999"], "rtt_p99_sched_ms": 1000 * r["p99_scheduled"],
-            "rtt_rate": r["rate"], "rtt_count": r["count"], "rtt_util": cpu / seconds,
-            "rtt_cpu_us": 1e6 * cpu / (sizes.rtt_rate * seconds),
-            "rtt_load_util": load / seconds}
+    messages = 2 * r["sent"]  # each request and its answer
+    return {"echo_p50_ms": 1000 * r["p50"], "echo_p99_ms": 1000 * r["p99"],
+            "echo_p999_ms": 1000 * r["p999"], "echo_rate": r["rate"], "echo_lost": r["lost"],
+            "echo_cpu_per_100k": 100000 * m.cpu / messages, "echo_util": m.cpu / m.elapsed,
+            "echo_load_util": m.load / m.elapsed}
 
 
-SCENARIOS = {"connect": bench_connect, "fanout": bench_fanout, "rtt": bench_rtt}
-#: Which figure decides the best of the repeats (and whether higher is better).
-BEST_BY = {"connect": ("connect_rate", True), "fanout": ("fanout_cpu_per_100k", False),
-           "rtt": ("rtt_p99_ms", False)}
+def bench_call(kind: Kind, sizes: Sizes, profile: Optional[Path]) -> dict:
+    """Caller/callee pairs placing calls back to back: set-ups/s, p99 set-up time, CPU/call."""
+    with kind.server("call") as server, Workers() as workers:
+        pipes = [workers.spawn(wsload.call_worker, HOST, server.port, first, count, 30.0)
+                 for first, count in split(sizes.call_pairs, sizes.call_procs)]
+        ask(pipes, ("connect",), 60)
+        server.wait_idle()
+        with Measure(server, workers, kind, profile, "call") as m:
+            results = ask(pipes, ("run", sizes.call_seconds, sizes.call_warmup),
+                          sizes.call_seconds + sizes.call_warmup + 60)
+    setups = sorted(s for r in results for s in r["setups"])
+    calls = sum(r["calls"] for r in results)
+    all_calls = sum(r["all_calls"] for r in results)
+    return {"call_rate": calls / sizes.call_seconds,
+            "call_p50_ms": 1000 * wsload.percentile(setups, 0.50),
+            "call_p99_ms": 1000 * wsload.percentile(setups, 0.99),
+            "call_cpu_ms": 1000 * m.cpu / max(all_calls, 1), "call_util": m.cpu / m.elapsed,
+            "call_load_util": m.load / m.elapsed}
 
 
-def best_of(scenario: str, runs: list[dict]) -> dict:
-    key, higher = BEST_BY[scenario]
-    best = dict((max if higher else min)(runs, key=lambda r: r[key]))
-    if scenario == "connect":  # memory is not a race: report the smallest growth
-        best["rss_per_conn_kb"] = min(r["rss_per_conn_kb"] for r in runs)
-    return best
+SCENARIOS = {"connect": bench_connect, "fanout": bench_fanout, "echo": bench_echo,
+             "call": bench_call}
 
 
 # -- report ------------------------------------------------------------------------
 
+#: (label, key, format, which way is better: +1 higher, -1 lower, 0 neither).
 ROWS = [
-    ("connections/s (connect+upgrade+auth+welcome)", "connect_rate", "{:,.0f}"),
-    ("RSS per idle authed connection (KB)", "rss_per_conn_kb", "{:.1f}"),
-    ("server CPU per connection (ms)", "connect_cpu_ms", "{:.3f}"),
-    ("server CPU busy during connect", "connect_util", "{:.0%}"),
-    ("load generator CPU (all processes)", "connect_load_util", "{:.0%}"),
-    ("fan-out delivered frames/s", "fanout_fps", "{:,.0f}"),
-    ("fan-out server CPU-s per 100k frames", "fanout_cpu_per_100k", "{:.3f}"),
-    ("server CPU busy during fan-out", "fanout_util", "{:.0%}"),
-    ("load generator CPU (all processes)", "fanout_load_util", "{:.0%}"),
-    ("RTT p50 (ms)", "rtt_p50_ms", "{:.3f}"),
-    ("RTT p99 (ms)", "rtt_p99_ms", "{:.3f}"),
-    ("RTT p99.9 (ms)", "rtt_p999_ms", "{:.3f}"),
-    ("RTT p99 from scheduled send (ms)", "rtt_p99_sched_ms", "{:.3f}"),
-    ("requests/s achieved", "rtt_rate", "{:,.0f}"),
-    ("server CPU busy during RTT", "rtt_util", "{:.0%}"),
-    ("server CPU per request+response (us)", "rtt_cpu_us", "{:.0f}"),
-    ("load generator CPU", "rtt_load_util", "{:.0%}"),
+    ("connections/s (connect+upgrade+auth+welcome)", "connect_rate", "{:,.0f}", +1),
+    ("RSS per idle authed connection (KB)", "rss_per_conn_kb", "{:.1f}", -1),
+    ("server CPU per connection (ms)", "connect_cpu_ms", "{:.3f}", -1),
+    ("server CPU busy during connect", "connect_util", "{:.0%}", 0),
+    ("load generator CPU during connect", "connect_load_util", "{:.0%}", 0),
+    ("fan-out delivered frames/s", "fanout_fps", "{:,.0f}", +1),
+    ("fan-out server CPU-s per 100k frames", "fanout_cpu_per_100k", "{:.3f}", -1),
+    ("server CPU busy during fan-out", "fanout_util", "{:.0%}", 0),
+    ("load generator CPU during fan-out", "fanout_load_util", "{:.0%}", 0),
+    ("echo server CPU-s per 100k messages", "echo_cpu_per_100k", "{:.2f}", -1),
+    ("echo RTT p50 (ms)", "echo_p50_ms", "{:.3f}", -1),
+    ("echo RTT p99 (ms)", "echo_p99_ms", "{:.3f}", -1),
+    ("echo RTT p99.9 (ms)", "echo_p999_ms", "{:.3f}", -1),
+    ("echo requests/s achieved", "echo_rate", "{:,.0f}", 0),
+    ("echo requests lost", "echo_lost", "{:.0f}", -1),
+    ("server CPU busy during echo", "echo_util", "{:.0%}", 0),
+    ("load generator CPU during echo", "echo_load_util", "{:.0%}", 0),
+    ("call set-ups/s", "call_rate", "{:,.0f}", +1),
+    ("call set-up time p50 (ms)", "call_p50_ms", "{:.1f}", -1),
+    ("call set-up time p99 (ms)", "call_p99_ms", "{:.1f}", -1),
+    ("server CPU per call (ms)", "call_cpu_ms", "{:.3f}", -1),
+    ("server CPU busy during calls", "call_util", "{:.0%}", 0),
+    ("load generator CPU during calls", "call_load_util", "{:.0%}", 0),
 ]
 
+#: Targets: ("abs", op, limit) on symple_tx's figure, ("ratio", op, limit) on symple_tx / Node.
+TARGETS = {
+    "connect_rate": ("ratio", ">=", 1.0),
+    "rss_per_conn_kb": ("abs", "<=", 9.0),
+    "fanout_cpu_per_100k": ("ratio", "<=", 0.25),
+    "echo_cpu_per_100k": ("ratio", "<=", 1.0),
+    "echo_p99_ms": ("ratio", "<=", 1.0),
+    "echo_lost": ("abs", "<=", 0),
+}
 
-def verdict(key: str, value: Optional[float]) -> tuple[str, str]:
+
+def median(values: list[float]) -> Optional[float]:
+    return statistics.median(values) if values else None
+
+
+def verdict(key: str, value: Optional[float], ratio: Optional[float]) -> tuple[str, str]:
     if key not in TARGETS:
         return "", ""
-    op, limit = TARGETS[key]
-    if value is None:
-        return f"{op} {limit:g}", ""
-    ok = value >= limit if op == ">=" else value <= limit
-    return f"{op} {limit:g}", "ok" if ok else "MISSED"
+    how, op, limit = TARGETS[key]
+    label = f"{'x Node ' if how == 'ratio' else ''}{op} {limit:g}"
+    measured = ratio if how == "ratio" else value
+    if measured is None:
+        return label, ""
+    ok = measured >= limit if op == ">=" else measured <= limit
+    return label, "ok" if ok else "MISSED"
 
 
-def table(results: dict[str, dict]) -> str:
-    kinds = list(results)
-    heads = ["metric"] + [{"symple": "symple_tx", "echo": "bare Autobahn"}[k] for k in kinds]
+def table(kinds: list[Kind], runs: dict[str, dict[str, list[float]]]) -> str:
+    node = next((k.name for k in kinds if k.node is not None), None)
+    heads = ["metric"] + [k.label for k in kinds]
+    if node:
+        heads += ["symple_tx / Node (runs)"]
     heads += ["target", "verdict"]
     rows = []
-    for label, key, fmt in ROWS:
-        values = [results[k].get(key) for k in kinds]
-        if all(v is None for v in values):
+    for label, key, fmt, _ in ROWS:
+        values = {k.name: median(runs[k.name].get(key, [])) for k in kinds}
+        if all(v is None for v in values.values()):
             continue
-        target, mark = verdict(key, results.get("symple", {}).get(key))
-        rows.append([label] + [fmt.format(v) if v is not None else "-" for v in values]
-                    + [target, mark])
+        row = [label] + [fmt.format(values[k.name]) if values[k.name] is not None else "-"
+                         for k in kinds]
+        ratio = None
+        if node:
+            mine, theirs = runs["symple"].get(key, []), runs[node].get(key, [])
+            if values["symple"] is not None and values[node]:
+                ratio = values["symple"] / values[node]
+                each = [a / b for a, b in zip(mine, theirs) if b]
+                spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+                row.append(f"{ratio:.2f}{spread}")
+            else:
+                row.append("-")
+        row += list(verdict(key, values.get("symple"), ratio))
+        rows.append(row)
     widths = [max(len(str(r[i])) for r in rows + [heads]) for i in range(len(heads))]
     out = ["| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths)) + " |",
            "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
@@ -395,23 +474,41 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def kinds_from(args: argparse.Namespace) -> list[Kind]:
+    kinds = [Kind("symple", "symple_tx", path=args.server_path)]
+    if args.baseline:
+        kinds.append(Kind("baseline", "baseline symple_tx", path=args.baseline))
+    if args.node:
+        if not (Path(args.node) / "server.js").exists():
+            raise SystemExit(f"--node {args.node}: no server.js there (a symple-server checkout "
+                             "with `npm install` done)")
+        kinds.append(Kind("node", "Node symple-server", node=args.node))
+    if args.echo:
+        kinds.append(Kind("echo", "bare Autobahn", echo=True))
+    return kinds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="symple_tx single-process benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes, one pass")
-    parser.add_argument("--repeat", type=int, help="runs per figure (best is reported)")
-    parser.add_argument("--only", default="connect,fanout,rtt",
-                        help="comma-separated scenarios: connect, fanout, rtt")
-    parser.add_argument("--servers", default="symple,echo",
-                        help="comma-separated: symple (symple_tx), echo (bare Autobahn)")
+    parser.add_argument("--repeat", type=int, help="runs per figure and server (median shown)")
+    parser.add_argument("--only", default="connect,fanout,echo,call",
+                        help="comma-separated scenarios: connect, fanout, echo, call")
+    parser.add_argument("--node", metavar="DIR",
+                        help="also measure the Node.js symple-server checked out in DIR")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure the symple_tx package found in DIR (put first on "
+                             "PYTHONPATH), e.g. an older checkout")
+    parser.add_argument("--echo", action="store_true",
+                        help="also measure a bare Autobahn server (bench/baseline_echo.py); "
+                             "not for the call scenario")
     parser.add_argument("--window", type=int, help="fan-out messages in flight")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="record the server with py-spy during each measurement")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+                        help="record the Python servers with py-spy during each first run")
+    parser.add_argument("--json", type=Path, help="also write every run's figures here")
     parser.add_argument("--server-path", metavar="DIR",
-                        help="put DIR first on the server's PYTHONPATH (to measure a patched copy)")
+                        help="put DIR first on symple_tx's PYTHONPATH (to measure a patched copy)")
     args = parser.parse_args()
-    global SERVER_PATH
-    SERVER_PATH = args.server_path
     sizes = QUICK if args.quick else Sizes()
     if args.repeat:
         sizes.repeat = args.repeat
@@ -425,28 +522,30 @@ def main() -> int:
           f"load average {' '.join(f'{x:.2f}' for x in info['loadavg'])}")
     print("software: Python " + info["python"] + ", "
           + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-          + f", Autobahn NVX {'on' if info['autobahn_nvx'] else 'off'}")
+          + f", Autobahn NVX {'on' if info['autobahn_nvx'] else 'off'}, Node {info['node']}")
     scenarios = [s for s in args.only.split(",") if s]
-    kinds = [k for k in args.servers.split(",") if k]
-    results: dict[str, dict] = {k: {} for k in kinds}
-    runs: dict[str, dict[str, list]] = {k: {} for k in kinds}
+    kinds = kinds_from(args)
+    runs: dict[str, dict[str, list[float]]] = {k.name: {} for k in kinds}
     started = time.monotonic()
     for scenario in scenarios:
-        for kind in kinds:
-            for i in range(sizes.repeat):
-                profile = args.profile if i == 0 else None
-                r = SCENARIOS[scenario](kind, sizes, profile)
-                runs[kind].setdefault(scenario, []).append(r)
-                key = BEST_BY[scenario][0]
-                print(f"  {scenario:8s} {kind:7s} run {i + 1}: {key} = {r[key]:.3f}", flush=True)
-            results[kind].update(best_of(scenario, runs[kind][scenario]))
-    print(f"\nbest of {sizes.repeat} run(s) each; {time.monotonic() - started:.0f} s; "
+        for i in range(sizes.repeat):
+            # Alternate the order too, so neither server always runs on a warmer machine.
+            for kind in (kinds if i % 2 == 0 else kinds[::-1]):
+                if kind.echo and scenario == "call":
+                    continue
+                r = SCENARIOS[scenario](kind, sizes, args.profile if i == 0 else None)
+                for key, value in r.items():
+                    runs[kind.name].setdefault(key, []).append(value)
+                shown = ", ".join(f"{key} {value:.3g}" for key, value in r.items()
+                                  if not key.endswith("util"))
+                print(f"  {scenario:7s} {kind.name:8s} run {i + 1}: {shown}", flush=True)
+    print(f"\nmedian of {sizes.repeat} run(s) each, interleaved; "
+          f"{time.monotonic() - started:.0f} s; "
           f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print(table(results))
+    print(table(kinds, runs))
     if args.json:
         args.json.write_bytes(orjson.dumps({"machine": info, "sizes": sizes.__dict__,
-                                            "best": results, "runs": runs},
-                                           option=orjson.OPT_INDENT_2))
+                                            "runs": runs}, option=orjson.OPT_INDENT_2))
     return 0
 
 

@@ -57,6 +57,20 @@ def symple_command(port: int, *extra: str) -> list[str]:
             "--no-demo", *extra]
 
 
+def symple_port_command(port: int, *extra: str) -> list[str]:
+    """``twistd symple --port N`` with its defaults (listen, backlog, limits) unless ``extra``."""
+    return [*twistd(), "-n", "--pidfile=", "symple", "--port", str(port), *extra]
+
+
+#: Lifts the per-connection rate limit for the runs that send more than 10 frames/s.
+UNLIMITED = ("--rate-limit", "1000000", "--rate-period", "1", "--ping-interval", "0")
+
+
+def node_command(directory: str) -> list[str]:
+    """The Node.js reference server (``symple-server``), started as its README says."""
+    return ["node", str(Path(directory).resolve() / "server.js")]
+
+
 def echo_command(port: int, broadcast: bool = False) -> list[str]:
     command = [sys.executable, str(BENCH_DIR / "baseline_echo.py"), "--port", str(port)]
     return command + ["--broadcast"] if broadcast else command
@@ -65,15 +79,17 @@ def echo_command(port: int, broadcast: bool = False) -> list[str]:
 class ServerProcess:
     """A server started for one measurement and always stopped afterwards."""
 
-    def __init__(self, command: list[str], port: int, pythonpath: Optional[str] = None) -> None:
+    def __init__(self, command: list[str], port: int, pythonpath: Optional[str] = None,
+                 env: Optional[dict] = None, cwd: Optional[str] = None) -> None:
         self.command = command
         self.port = port
-        self.env = dict(os.environ)
+        self.env = dict(os.environ, **(env or {}))
         if pythonpath:  # e.g. a patched copy of symple_tx to compare with
             self.env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (pythonpath, self.env.get("PYTHONPATH")) if p)
         self.log = tempfile.NamedTemporaryFile(prefix="symple-bench-", suffix=".log", delete=False)
-        self.cwd = tempfile.mkdtemp(prefix="symple-bench-")
+        self._own_cwd = cwd is None
+        self.cwd = tempfile.mkdtemp(prefix="symple-bench-") if cwd is None else cwd
         self.proc: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "ServerProcess":
@@ -119,10 +135,11 @@ class ServerProcess:
                 proc.wait()
         self.log.close()
         os.unlink(self.log.name)
-        try:
-            os.rmdir(self.cwd)
-        except OSError:
-            pass
+        if self._own_cwd:
+            try:
+                os.rmdir(self.cwd)
+            except OSError:
+                pass
 
     def log_tail(self, lines: int = 30) -> str:
         with open(self.log.name, "rb") as f:
@@ -159,6 +176,14 @@ def _version(name: str) -> str:
         return "-"
 
 
+def _node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "-"
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+
+
 def machine() -> dict:
     """What the figures were measured on."""
     model = "unknown"
@@ -182,5 +207,6 @@ def machine() -> dict:
         "versions": {name: _version(name) for name in
                      ("symple_tx", "Twisted", "autobahn", "orjson", "prometheus_client")},
         "autobahn_nvx": bool(USES_NVX),
+        "node": _node_version(),
         "loadavg": os.getloadavg(),
     }

@@ -520,3 +520,284 @@ def rtt_worker(pipe: Any, host: str, port: int, timeout: float, echo: bool,
         close_all([c for c in (state.get("req"), state.get("resp")) if c is not None])
 
     _serve(pipe, {"connect": connect, "run": run}, cleanup)
+
+
+# -- scenario 4: many request/response pairs ("echo") ------------------------------
+
+
+def _address(client: Client) -> str:
+    peer = client.welcome["peer"]  # type: ignore[index]
+    return f"{peer['user']}|{peer['id']}"
+
+
+def _drain_setup_traffic(clients: list[Client], timeout: float) -> None:
+    """Read (and forget) the presence frames the clients caused each other."""
+    counter = ByteCounter([c.sock for c in clients])
+    try:
+        counter.drain(0.3, time.monotonic() + timeout)
+    finally:
+        counter.close()
+
+
+def pairs_worker(pipe: Any, host: str, port: int, first: int, pairs: int, timeout: float,
+                 echo: bool) -> None:
+    """``pairs`` requester/responder pairs, each pair in a room of its own.
+
+    ``run`` sends requests open-loop at ``rate``/s in total, round-robin over
+    the pairs, for ``seconds`` (after ``warmup`` seconds not counted); each
+    responder answers ``to`` the ``from`` it received.  Against the echo
+    baseline the server answers itself.  Requests not answered within
+    ``timeout`` after the last one was sent are reported as lost.
+    """
+    state: dict[str, Any] = {}
+
+    def connect() -> dict:
+        auths = []
+        for i in range(first, first + pairs):
+            auths += [auth_frame(f"req{i}", [f"pair{i}"]), auth_frame(f"resp{i}", [f"pair{i}"])]
+        clients = connect_many(host, port, auths, 32, time.monotonic() + timeout, echo)
+        _drain_setup_traffic(clients, timeout)
+        state.update(requesters=clients[0::2], responders=clients[1::2])
+        return {}
+
+    def run(rate: float, seconds: float, warmup: float) -> dict:
+        requesters, responders = state["requesters"], state["responders"]
+        targets = [b"echo" if echo else _address(r).encode() for r in responders]
+        total = int(rate * (seconds + warmup))
+        skip = int(rate * warmup)
+        frames = [client_frame(b'{"type":"message","to":"%s","id":%d}' % (targets[i % pairs], i))
+                  for i in range(total)]
+        sent_at = [0.0] * total
+        rtts: list[float] = []
+        ep = select.epoll()
+        socks: dict[int, tuple[socket.socket, bytearray, bool]] = {}
+        for c in requesters:
+            socks[c.fd] = (c.sock, bytearray(), True)
+            ep.register(c.fd, _IN)
+        if not echo:
+            for c in responders:
+                socks[c.fd] = (c.sock, bytearray(), False)
+                ep.register(c.fd, _IN)
+        req_socks = [c.sock for c in requesters]
+        interval = 1.0 / rate
+        now = time.monotonic
+        start = now()
+        give_up = start + seconds + warmup + timeout
+        nxt = answered = 0
+        try:
+            while answered < total:
+                t = now()
+                if t > give_up:
+                    break
+                while nxt < total and start + nxt * interval <= t:
+                    sent_at[nxt] = now()
+                    req_socks[nxt % pairs].send(frames[nxt])
+                    nxt += 1
+                wait = (start + nxt * interval - now()) if nxt < total else 0.05
+                for fd, ev in ep.poll(max(wait, 0.0)):
+                    sock, buf, is_requester = socks[fd]
+                    if not _recv_all(sock, buf):
+                        raise LoadError("server closed a pair's connection")
+                    for opcode, payload in take_frames(buf):
+                        if opcode != OP_TEXT:
+                            continue
+                        frame = orjson.loads(payload)
+                        if is_requester:
+                            t = now()
+                            i = frame["id"]
+                            answered += 1
+                            if i >= skip:
+                                rtts.append(t - sent_at[i])
+                        else:
+                            sock.send(client_frame(b'{"type":"message","to":"%s","id":%d}' % (
+                                frame["from"].encode(), frame["id"])))
+        finally:
+            ep.close()
+        elapsed = now() - start
+        rtts.sort()
+        return {"count": len(rtts), "sent": total, "lost": total - answered,
+                "rate": total / elapsed, "p50": percentile(rtts, 0.50),
+                "p99": percentile(rtts, 0.99), "p999": percentile(rtts, 0.999)}
+
+    def cleanup() -> None:
+        close_all(state.get("requesters", []) + state.get("responders", []))
+
+    _serve(pipe, {"connect": connect, "run": run}, cleanup)
+
+
+# -- scenario 5: WebRTC call set-up --------------------------------------------------
+
+CANDIDATES = 12
+
+
+def sample_sdp(size: int = 4096) -> str:
+    """A plausible browser offer (audio + video, the usual codec list), padded to ``size``."""
+    lines = ["v=0", "o=- 4611731400430051336 2 IN IP4 127.0.0.1", "s=-", "t=0 0",
+             "a=group:BUNDLE 0 1", "a=extmap-allow-mixed", "a=msid-semantic: WMS stream"]
+    for mid, (kind, codecs) in enumerate((
+            ("audio", ["111 opus/48000/2", "63 red/48000/2", "9 G722/8000", "0 PCMU/8000",
+                       "8 PCMA/8000", "13 CN/8000", "110 telephone-event/48000"]),
+            ("video", ["96 VP8/90000", "97 rtx/90000", "98 VP9/90000", "99 rtx/90000",
+                       "100 H264/90000", "101 rtx/90000", "102 AV1/90000", "103 rtx/90000",
+                       "104 red/90000", "105 rtx/90000", "106 ulpfec/90000"]))):
+        payloads = " ".join(c.split()[0] for c in codecs)
+        lines += [f"m={kind} 9 UDP/TLS/RTP/SAVPF {payloads}", "c=IN IP4 0.0.0.0",
+                  "a=rtcp:9 IN IP4 0.0.0.0", "a=ice-ufrag:Zx3q", "a=ice-pwd:Jh8Rk2mVq0aP5cT1",
+                  "a=ice-options:trickle", "a=fingerprint:sha-256 " + ":".join(["A7"] * 32),
+                  "a=setup:actpass", f"a=mid:{mid}", "a=sendrecv", "a=rtcp-mux"]
+        for codec in codecs:
+            number, name = codec.split()
+            lines.append(f"a=rtpmap:{number} {name}")
+            lines.append(f"a=rtcp-fb:{number} transport-cc")
+        lines.append(f"a=ssrc:{1000 + mid} cname:bench")
+    sdp = "\r\n".join(lines) + "\r\n"
+    while len(sdp) < size:
+        sdp += "a=ssrc:%d msid:stream track%d\r\n" % (2000 + len(sdp), len(sdp))
+    return sdp[:size]
+
+
+def _candidate(i: int) -> dict:
+    return {"candidate": f"candidate:{842163049 + i} 1 udp {1677729535 - i} 203.0.113.{i + 5} "
+                         f"{46154 + i} typ srflx raddr 10.0.0.2 rport {46154 + i} generation 0 "
+                         "ufrag Zx3q network-cost 999",
+            "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "Zx3q"}
+
+
+class Call:
+    """One caller/callee pair placing calls one after another."""
+
+    __slots__ = ("caller", "callee", "caller_to", "callee_to", "n", "started", "got_answer",
+                 "caller_candidates", "callee_candidates", "setup_done")
+
+    def __init__(self, caller: Client, callee: Client) -> None:
+        self.caller, self.callee = caller, callee
+        self.caller_to = _address(callee)  # where the caller sends
+        self.callee_to = _address(caller)
+        self.n = 0
+        self.started = 0.0
+        self.got_answer = False
+        self.caller_candidates = self.callee_candidates = 0
+        self.setup_done = False
+
+
+def _signal(sock: socket.socket, to: str, subtype: str, data: dict) -> None:
+    frame = client_frame(orjson.dumps({"type": "message", "to": to, "subtype": subtype,
+                                       "data": data}))
+    _send_all(sock, frame, time.monotonic() + 10.0)
+
+
+def call_worker(pipe: Any, host: str, port: int, first: int, pairs: int, timeout: float) -> None:
+    """``pairs`` caller/callee pairs, each calling its callee again as soon as a call ends.
+
+    A call is the demo's sequence: ``call:init`` -> ``call:accept`` ->
+    ``call:offer`` (4 KB SDP) and the caller's 12 ``call:candidate`` ->
+    ``call:answer`` and the callee's 12 candidates -> ``call:hangup``.  Its set-up
+    time runs from sending ``call:init`` until both sides hold the remote SDP and
+    every remote candidate; the next call starts when the callee has the hangup.
+    """
+    state: dict[str, Any] = {}
+    sdp = sample_sdp()
+    offer = {"type": "offer", "sdp": sdp}
+    answer = {"type": "answer", "sdp": sdp}
+    candidates = [_candidate(i) for i in range(CANDIDATES)]
+
+    def connect() -> dict:
+        auths = []
+        for i in range(first, first + pairs):
+            auths += [auth_frame(f"caller{i}", [f"call{i}"]), auth_frame(f"callee{i}", [f"call{i}"])]
+        clients = connect_many(host, port, auths, 32, time.monotonic() + timeout)
+        _drain_setup_traffic(clients, timeout)
+        state["calls"] = [Call(clients[i], clients[i + 1]) for i in range(0, len(clients), 2)]
+        return {}
+
+    def run(seconds: float, warmup: float) -> dict:
+        calls: list[Call] = state["calls"]
+        now = time.monotonic
+        ep = select.epoll()
+        owners: dict[int, tuple[Call, bool, bytearray]] = {}
+        for call in calls:
+            for client, is_caller in ((call.caller, True), (call.callee, False)):
+                owners[client.fd] = (call, is_caller, bytearray())
+                ep.register(client.fd, _IN)
+        start = now()
+        measure_from = start + warmup
+        stop_at = measure_from + seconds
+        give_up = stop_at + timeout
+        setups: list[float] = []
+        completed = ended = 0
+        in_flight = 0
+
+        def place(call: Call) -> None:
+            nonlocal in_flight
+            call.n += 1
+            call.started = now()
+            call.got_answer = call.setup_done = False
+            call.caller_candidates = call.callee_candidates = 0
+            in_flight += 1
+            _signal(call.caller.sock, call.caller_to, "call:init", {"callId": call.n})
+
+        def check_setup(call: Call) -> None:
+            nonlocal completed
+            if (not call.setup_done and call.got_answer
+                    and call.caller_candidates == CANDIDATES
+                    and call.callee_candidates == CANDIDATES):
+                call.setup_done = True
+                if call.started >= measure_from and call.started < stop_at:
+                    setups.append(now() - call.started)
+                    completed += 1
+                _signal(call.caller.sock, call.caller_to, "call:hangup",
+                        {"callId": call.n, "reason": "hangup"})
+
+        try:
+            for call in calls:
+                place(call)
+            while in_flight:
+                if now() > give_up:
+                    raise LoadError(f"{in_flight} calls did not finish")
+                for fd, ev in ep.poll(0.2):
+                    call, is_caller, buf = owners[fd]
+                    sock = call.caller.sock if is_caller else call.callee.sock
+                    if not _recv_all(sock, buf):
+                        raise LoadError("server closed a caller or callee")
+                    for opcode, payload in take_frames(buf):
+                        if opcode != OP_TEXT:
+                            continue
+                        subtype = orjson.loads(payload).get("subtype")
+                        if is_caller:
+                            if subtype == "call:accept":
+                                _signal(sock, call.caller_to, "call:offer",
+                                        {"callId": call.n, "sdp": offer})
+                                for c in candidates:
+                                    _signal(sock, call.caller_to, "call:candidate",
+                                            {"callId": call.n, "candidate": c})
+                            elif subtype == "call:answer":
+                                call.got_answer = True
+                            elif subtype == "call:candidate":
+                                call.callee_candidates += 1
+                            check_setup(call)
+                        else:
+                            if subtype == "call:init":
+                                _signal(sock, call.callee_to, "call:accept", {"callId": call.n})
+                            elif subtype == "call:offer":
+                                _signal(sock, call.callee_to, "call:answer",
+                                        {"callId": call.n, "sdp": answer})
+                                for c in candidates:
+                                    _signal(sock, call.callee_to, "call:candidate",
+                                            {"callId": call.n, "candidate": c})
+                            elif subtype == "call:candidate":
+                                call.caller_candidates += 1
+                                check_setup(call)
+                            elif subtype == "call:hangup":
+                                in_flight -= 1
+                                ended += 1
+                                if now() < stop_at:
+                                    place(call)
+        finally:
+            ep.close()
+        return {"calls": completed, "all_calls": ended, "setups": setups}
+
+    def cleanup() -> None:
+        for call in state.get("calls", []):
+            close_all([call.caller, call.callee])
+
+    _serve(pipe, {"connect": connect, "run": run}, cleanup)
