@@ -24,6 +24,7 @@ from zope.interface import implementer
 from . import wire
 from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
+from .fastframe import FastTextFrames
 from .outbound import FlushScheduler, Outbound
 from .ratelimit import TokenBucket
 from .router import Router
@@ -46,7 +47,7 @@ def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
 
 
 @implementer(IPushProducer)
-class SympleServerProtocol(WebSocketServerProtocol):
+class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     """One peer connection."""
 
     factory: "SympleServerFactory"
@@ -230,10 +231,10 @@ class SympleServerProtocol(WebSocketServerProtocol):
             self._onMessage(b"".join(self.message_data), self.message_is_binary)
         self.message_data = None
 
-    def dataReceived(self, data: bytes) -> None:
-        # Not super(): Autobahn's version formats the arguments of a debug
-        # line on every read, logged or not.
-        self._dataReceived(data)
+    @property
+    def _fast_frame_limit(self) -> int:
+        # Larger frames take Autobahn's path, where onMessageFrameBegin refuses them (413).
+        return self.factory.settings.max_message_size
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._sealed:
