@@ -85,6 +85,14 @@ class WorkersTests(PeersMixin, unittest.TestCase):
         yield wait_serving(self.process, self.port, seconds=20)
         yield eventually(self.both_workers_up, seconds=20, what="two workers on the bus")
 
+    def live_workers(self) -> set[int]:
+        """The supervisor's two workers, each checked alive first, so that a later
+        "none is alive" says the supervisor stopped them, not that none ever ran."""
+        workers = children(self.process.transport.pid)
+        self.assertEqual(len(workers), 2, f"workers: {workers}")
+        self.assertEqual([pid for pid in workers if not alive(pid)], [])
+        return workers
+
     def both_workers_up(self) -> bool:
         return self.redis.command("PUBSUB", "NUMSUB", "symple:cluster:control").split()[1] == "3"
 
@@ -111,8 +119,7 @@ class WorkersTests(PeersMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_a_dead_worker_is_restarted(self):
-        workers = children(self.process.transport.pid)
-        self.assertEqual(len(workers), 2)
+        workers = self.live_workers()
         victim = sorted(workers)[0]
         os.kill(victim, 9)
         yield eventually(lambda: len(children(self.process.transport.pid) - {victim}) == 2,
@@ -124,14 +131,14 @@ class WorkersTests(PeersMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_sigterm_stops_every_worker(self):
-        workers = children(self.process.transport.pid)
+        workers = self.live_workers()
         self.process.signal("TERM")
         yield self.process.wait(20)
         self.assertEqual([pid for pid in workers if alive(pid)], [])
 
     @defer.inlineCallbacks
     def test_workers_stop_when_the_supervisor_is_killed(self):
-        workers = children(self.process.transport.pid)
+        workers = self.live_workers()
         self.process.signal("KILL")
         yield eventually(lambda: not any(alive(pid) for pid in workers), seconds=15,
                          what="orphaned workers to stop")
