@@ -1,15 +1,15 @@
-"""SympleClient against a real server over loopback."""
+"""SympleClient against a real server over loopback (its pure parts: tests/unit)."""
 
 from __future__ import annotations
 
+import random
 import tempfile
 from typing import Optional
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from symple_tx.client import (AuthError, ClientError, ConnectError, NotConnected,
-                              SympleClient, backoff)
+from symple_tx.client import AuthError, ClientError, ConnectError, NotConnected, SympleClient
 from symple_tx.config import Settings
 from symple_tx.hooks import AuthRejected
 from symple_tx.service import SympleServer, SympleService
@@ -313,20 +313,6 @@ class TLSTests(ClientMixin, unittest.TestCase):
         self.assertTrue(alice.online)
 
 
-class BackoffTests(unittest.TestCase):
-    def test_delays_grow_to_the_cap_with_bounded_jitter(self):
-        policy = backoff(initial=1, maximum=5, factor=2, jitter=0.5)
-        for attempt, base in ((1, 1), (2, 2), (3, 4), (4, 5), (50, 5), (10_000, 5)):
-            delay = policy(attempt)
-            self.assertGreaterEqual(delay, base)
-            self.assertLessEqual(delay, base + 0.5)
-
-    def test_bad_url_is_a_clear_error(self):
-        for url in ("http://x/", "ws://", "ws://host:99999/"):
-            error = self.assertRaises(ValueError, SympleClient, url, "alice", reactor=reactor)
-            self.assertIn("Invalid server URL", str(error))
-
-
 class KeepaliveTests(ClientMixin, ServerTestCase):
     @defer.inlineCallbacks
     def test_unanswered_pings_make_the_client_reconnect(self):
@@ -340,3 +326,38 @@ class KeepaliveTests(ClientMixin, ServerTestCase):
         yield with_timeout(alice.when_connected(), what="reconnect")
         self.assertNotEqual(alice.peer["id"], first_id)
         stalled.resumeProducing()
+
+
+class RosterConvergenceTests(ClientMixin, ServerTestCase):
+    """Random joins, leaves and disconnects: every roster equals what the server says it sees."""
+
+    @defer.inlineCallbacks
+    def test_rosters_match_server_visibility(self):
+        rng = random.Random(4)
+        rooms = ["a", "b", "c"]
+        clients = []
+        for user in ("ann", "ben", "cat", "dan", "ann"):
+            clients.append((yield self.online(user, rooms=[rng.choice(rooms)])))
+        for step in range(40):
+            client = rng.choice(clients)
+            action = rng.random()
+            if not client.online:
+                yield client.connect()
+            elif action < 0.45:
+                yield client.join(rng.choice(rooms))
+            elif action < 0.85:
+                yield client.leave(rng.choice(rooms))
+            else:
+                yield client.disconnect()
+                yield eventually(lambda: client.peer is None, what="disconnect")
+            for other in clients:
+                if other.online:
+                    yield other.sync(timeout=WAIT)
+            router = self.server.router
+            for other in clients:
+                if not other.online:
+                    continue
+                session = router.sessions[other.peer["id"]]
+                expected = sorted(peer.address for peer in router.visible(session))
+                self.assertEqual(other.roster.addresses(), expected,
+                                 f"step {step}: roster of {other.address}")

@@ -300,6 +300,6 @@ class HookLoadingTests(unittest.TestCase):
                                ("symple_tx.auth:", "must look like"),
                                ("no_such_module_xyz:f", "cannot import"),
                                ("symple_tx.auth:nothing_here", "no attribute"),
-                               ("tests.test_auth_unit:NOT_CALLABLE", "not callable")):
+                               ("tests.unit.test_auth:NOT_CALLABLE", "not callable")):
             exc = self.assertRaises(ValueError, load_callable, spec)
             self.assertIn(fragment, str(exc))

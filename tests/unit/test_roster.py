@@ -1,13 +1,8 @@
 """The roster's presence rules, without sockets."""
 
-import random
-
-from twisted.internet import defer
 from twisted.trial import unittest
 
 from symple_tx.roster import Roster
-from tests.client_support import ClientMixin
-from tests.support import WAIT, ServerTestCase, eventually
 
 
 def presence(peer_id: str, user: str = "bob", online: bool = True, **data) -> dict:
@@ -53,38 +48,3 @@ class RosterTests(unittest.TestCase):
         self.assertEqual(self.roster.addresses(), ["bob|b1", "bob|b2", "carol|c1"])
         self.assertEqual(len(self.roster.clear()), 3)
         self.assertEqual(len(self.roster), 0)
-
-
-class RosterConvergenceTests(ClientMixin, ServerTestCase):
-    """Random joins, leaves and disconnects: every roster equals what the server says it sees."""
-
-    @defer.inlineCallbacks
-    def test_rosters_match_server_visibility(self):
-        rng = random.Random(4)
-        rooms = ["a", "b", "c"]
-        clients = []
-        for user in ("ann", "ben", "cat", "dan", "ann"):
-            clients.append((yield self.online(user, rooms=[rng.choice(rooms)])))
-        for step in range(40):
-            client = rng.choice(clients)
-            action = rng.random()
-            if not client.online:
-                yield client.connect()
-            elif action < 0.45:
-                yield client.join(rng.choice(rooms))
-            elif action < 0.85:
-                yield client.leave(rng.choice(rooms))
-            else:
-                yield client.disconnect()
-                yield eventually(lambda: client.peer is None, what="disconnect")
-            for other in clients:
-                if other.online:
-                    yield other.sync(timeout=WAIT)
-            router = self.server.router
-            for other in clients:
-                if not other.online:
-                    continue
-                session = router.sessions[other.peer["id"]]
-                expected = sorted(peer.address for peer in router.visible(session))
-                self.assertEqual(other.roster.addresses(), expected,
-                                 f"step {step}: roster of {other.address}")
