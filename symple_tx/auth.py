@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
+import orjson
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from . import wire
@@ -97,6 +98,9 @@ class Authenticator:
         identity = Identity(user=request.user, name=frame.get("name") or "",
                             rooms=[] if settings.authentication else request.rooms,
                             extra=_extra(request.data))
+        # Whether a trusted source chose the user: always in anonymous mode (the
+        # client's choice by design), else the stored session or the hook.
+        vouched = not settings.authentication or self.store is None
         if settings.authentication:
             if not request.token:
                 raise _refuse("Authentication failed: missing token")
@@ -106,6 +110,7 @@ class Authenticator:
                     raise _refuse("Authentication failed: unknown token")
                 request.session = stored
                 self._merge(identity, stored)
+                vouched = "user" in stored
                 if settings.session_ttl > 0:
                     yield self.store.touch(request.token, settings.session_ttl)
         if settings.auth_hook is not None:
@@ -117,7 +122,25 @@ class Authenticator:
                 raise _refuse("Authentication rejected")
             if isinstance(verdict, dict):
                 self._merge(identity, verdict)
+                vouched = vouched or "user" in verdict
+        if not vouched:
+            # Never the client's choice: a stored session must name its user.
+            raise _refuse("Authentication failed: the session names no user")
+        self._check_holdings(identity)
         return identity
+
+    def _check_holdings(self, identity: Identity) -> None:
+        """What the session would hold stays within the per-session limits."""
+        limit = self.settings.max_rooms
+        rooms = set(identity.rooms)
+        rooms.discard(identity.user)  # the user room is always held, and not counted
+        if len(rooms) > limit:
+            raise _refuse(f"Too many rooms: {len(rooms)} given, a session may be in at "
+                          f"most {limit}", 400)
+        size = len(orjson.dumps(identity.extra))
+        if size > self.settings.max_presence_size:
+            raise _refuse(f"Presence data too large: {size} bytes, at most "
+                          f"{self.settings.max_presence_size}", 413)
 
     @staticmethod
     def _merge(identity: Identity, fields: dict) -> None:

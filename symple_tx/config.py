@@ -31,6 +31,10 @@ class Settings:
     rate_period: float = 10.0
     max_connections: int = 10_000
     max_send_buffer: int = 1024 * 1024
+    #: Named rooms one session may be in (auth, stored session and joins together).
+    max_rooms: int = 100
+    #: Largest presence ``data`` a client may have stored (serialized bytes).
+    max_presence_size: int = 8 * 1024
     auth_timeout: float = 10.0
     ping_interval: float = 25.0
     ping_timeout: float = 10.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
+import orjson
 from twisted.internet.defer import Deferred, succeed
 
 from . import wire
@@ -280,6 +281,10 @@ class Router:
             if data is None:
                 frame["data"] = session.presence
             elif isinstance(data, dict):
+                size = len(orjson.dumps(data))
+                if size > self.settings.max_presence_size:
+                    raise ProtocolError(413, f"Presence data too large: {size} bytes, at most "
+                                             f"{self.settings.max_presence_size}")
                 session.update_presence(data)
                 self.bus.presence(session)
             else:
@@ -402,7 +407,11 @@ class Router:
             raise ProtocolError(403, "Dynamic rooms are disabled on this server")
         frame_id = frame.get("id")
         hook = self.settings.join_hook
-        if hook is None or room in session.rooms or room == session.user:
+        if room in session.rooms or room == session.user:
+            self._join(session, room, frame_id)
+            return None
+        self._check_room_limit(session)  # before asking the hook
+        if hook is None:
             self._join(session, room, frame_id)
             return None
         d = call_hook(hook, session.peer(), room)
@@ -411,6 +420,7 @@ class Router:
             if not allowed:
                 raise ProtocolError(403, f"Joining room {room!r} was refused")
             if not session.closed:
+                self._check_room_limit(session)
                 self._join(session, room, frame_id)
 
         def refused(failure: Any) -> None:
@@ -418,6 +428,13 @@ class Router:
             raise ProtocolError(403, str(failure.value) or f"Joining room {room!r} was refused")
 
         return d.addCallbacks(decided, refused)
+
+    def _check_room_limit(self, session: Session) -> None:
+        """A session in ``max_rooms`` named rooms joins no more (memory per peer is bounded)."""
+        limit = self.settings.max_rooms
+        if len(session.rooms) >= limit:
+            raise ProtocolError(403, f"Room limit reached: a session may be in at most "
+                                     f"{limit} rooms; leave one first")
 
     def _join(self, session: Session, room: str, frame_id: Any) -> None:
         self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")

@@ -143,6 +143,12 @@ class SympleOptions(usage.Options):
          "close).", _positive_int],
         ["max-send-buffer", None, 1048576, "Unsent bytes queued for one peer before it "
          "is disconnected as a slow consumer (4008).", _positive_int],
+        ["max-rooms", None, 100, "Named rooms one session may be in (auth rooms, stored "
+         "session rooms and joins together; its user room is not counted); more: error "
+         "400 at auth, 403 on join.", _positive_int],
+        ["max-presence-size", None, 8192, "Largest presence data a session may have stored, "
+         "in bytes of JSON (auth data or a presence frame's data); more: error 413.",
+         _positive_int],
         ["auth-timeout", None, 10, "Seconds a connection has to authenticate (error 408); "
          "also the deadline for a request head and for each HTTP request.",
          _positive_seconds],
@@ -263,6 +269,8 @@ class SympleOptions(usage.Options):
             rate_period=self["rate-period"],
             max_connections=self["max-connections"],
             max_send_buffer=self["max-send-buffer"],
+            max_rooms=self["max-rooms"],
+            max_presence_size=self["max-presence-size"],
             auth_timeout=self["auth-timeout"],
             ping_interval=self["ping-interval"],
             ping_timeout=self["ping-timeout"],

@@ -78,7 +78,11 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
 
     def onConnect(self, request: Any) -> None:
         settings = self.factory.settings
-        if not settings.origin_allowed(request.headers.get("origin")):
+        # Version 8 (and older) handshakes carry the origin as Sec-WebSocket-Origin:
+        # every origin header given must pass.
+        headers = request.headers
+        if not all(settings.origin_allowed(headers.get(name))
+                   for name in ("origin", "sec-websocket-origin")):
             self.factory.router.metrics.drops["origin"].inc()
             raise ConnectionDeny(403, "Origin not allowed")
         self.host = client_host(request.headers, self.transport.getPeer(),

@@ -78,12 +78,11 @@ class RedisSessionTests(RedisSessionCase):
         self.assertEqual([got[agent], got[boss]], [[], []])
 
     @defer.inlineCallbacks
-    def test_session_without_user_keeps_the_frames_user(self):
+    def test_session_without_user_is_refused(self):
+        """The client never chooses its user: a stored session must name one."""
         token = yield self.store({"rooms": ["r"], "name": "Named"})
-        peer = yield self.peer("alice", token=token)
-        self.assertEqual((peer.welcome["peer"]["user"], peer.welcome["peer"]["name"]),
-                         ("alice", "Named"))
-        self.assertEqual(peer.welcome["rooms"], ["alice", "r"])
+        yield self.refused_at_auth({"type": "auth", "user": "bob", "token": token},
+                                   401, "the session names no user")
 
     @defer.inlineCallbacks
     def test_stored_session_with_an_invalid_user_never_falls_back_to_the_frame(self):

@@ -39,6 +39,8 @@ PARAMETERS = [
     ("rate-period", "2.5", "rate_period", 2.5),
     ("max-connections", "12", "max_connections", 12),
     ("max-send-buffer", "4096", "max_send_buffer", 4096),
+    ("max-rooms", "5", "max_rooms", 5),
+    ("max-presence-size", "100", "max_presence_size", 100),
     ("auth-timeout", "1.5", "auth_timeout", 1.5),
     ("ping-interval", "0", "ping_interval", 0.0),
     ("ping-timeout", "3", "ping_timeout", 3.0),
