@@ -9,15 +9,13 @@ import subprocess
 import tempfile
 from typing import Any, Optional
 
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial import unittest
 
-from symple_tx.autobahn_support import ReactorTimer
 from symple_tx.config import Settings
 from symple_tx.service import SympleServer, SympleService
-from tests.support import (TestPeer, clean_environment, eventually, free_port, http_get,
+from tests.support import (clean_environment, eventually, free_port, http_get, peer_factory,
                            spawn_twistd, wait_serving, with_timeout)
 
 #: The source tree under test: server processes run this code, like the test process.
@@ -140,11 +138,7 @@ class PeersMixin:
 
     @defer.inlineCallbacks
     def connect_to(self, port: int):
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/")
-        factory.protocol = TestPeer
-        factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
-        factory._batched_timer = ReactorTimer(reactor)
-        peer = factory.buildProtocol(None)
+        peer = peer_factory(f"ws://127.0.0.1:{port}/").buildProtocol(None)
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
         self.addCleanup(lambda: peer.transport and peer.transport.abortConnection())
         yield with_timeout(peer.opened, what="WebSocket handshake")

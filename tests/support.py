@@ -149,6 +149,16 @@ class TestPeer(WebSocketClientProtocol):
             frames.append(frame)
 
 
+def peer_factory(url: str, headers: Optional[dict] = None, origin: Optional[str] = None,
+                 protocol: type = TestPeer) -> WebSocketClientFactory:
+    """A factory of ``TestPeer``s for ``url``: close codes reported, no pings, exact timers."""
+    factory = WebSocketClientFactory(url, headers=headers, origin=origin)
+    factory.protocol = protocol
+    factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
+    factory._batched_timer = ReactorTimer(reactor)
+    return factory
+
+
 class ServerTestCase(unittest.TestCase):
     """Starts a real server on an ephemeral loopback port for each test."""
 
@@ -208,11 +218,7 @@ class ServerTestCase(unittest.TestCase):
     def client_factory(self, headers: Optional[dict] = None, origin: Optional[str] = None,
                        protocol: type = TestPeer) -> WebSocketClientFactory:
         """A client factory for this server whose peers report close codes."""
-        factory = WebSocketClientFactory(self.url, headers=headers, origin=origin)
-        factory.protocol = protocol
-        factory.setProtocolOptions(failByDrop=False, autoPingInterval=0)
-        factory._batched_timer = ReactorTimer(reactor)
-        return factory
+        return peer_factory(self.url, headers, origin, protocol)
 
     @defer.inlineCallbacks
     def connect(self, headers: Optional[dict] = None, origin: Optional[str] = None,
