@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 import orjson
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 
 from . import wire
 from .config import Settings
@@ -84,11 +85,15 @@ def _extra(fields: dict) -> dict:
 class Authenticator:
     """Applies the configured authentication policy to ``auth`` frames."""
 
-    def __init__(self, settings: Settings, store: Optional[SessionStore] = None) -> None:
+    def __init__(self, settings: Settings, store: Optional[SessionStore] = None,
+                 clock: Optional[IReactorTime] = None) -> None:
         if settings.authentication and store is None and settings.auth_hook is None:
             raise ValueError("authentication needs a session store (--redis) or an --auth-hook")
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.settings = settings
         self.store = store
+        self.clock: Any = clock
 
     @inlineCallbacks
     def authenticate(self, frame: dict, host: str):
@@ -114,10 +119,16 @@ class Authenticator:
                 if settings.session_ttl > 0:
                     yield self.store.touch(request.token, settings.session_ttl)
         if settings.auth_hook is not None:
+            decision = call_hook(settings.auth_hook, request)
+            if settings.hook_timeout > 0:
+                decision.addTimeout(settings.hook_timeout, self.clock)
             try:
-                verdict = yield call_hook(settings.auth_hook, request)
+                verdict = yield decision
             except AuthRejected as exc:
                 raise _refuse(str(exc) or "Authentication rejected") from None
+            except TimeoutError:
+                raise _refuse(f"Authentication timed out: the auth hook did not answer "
+                              f"within {settings.hook_timeout:g} s", 504) from None
             if not verdict:
                 raise _refuse("Authentication rejected")
             if isinstance(verdict, dict):

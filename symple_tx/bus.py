@@ -14,11 +14,15 @@ from typing import TYPE_CHECKING, Optional
 from twisted.internet.defer import Deferred, succeed
 
 if TYPE_CHECKING:
+    from .router import Router
     from .session import Session
 
 
 class Bus:
     """No other processes: nothing to tell, nothing to forward."""
+
+    def attach(self, router: "Router") -> None:
+        """The router this bus serves (``Router`` calls it from its constructor)."""
 
     def opened(self, session: "Session") -> None:
         """A local session was admitted (after its welcome and snapshot)."""

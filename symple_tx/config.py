@@ -26,6 +26,9 @@ class Settings:
     key_prefix: str = "symple:"
     auth_hook: Optional[AuthHook] = None
     join_hook: Optional[JoinHook] = None
+    #: Seconds an auth or join hook may take before the peer is answered with
+    #: 504 (join) or closed with 4504 (auth); 0 waits for ever.
+    hook_timeout: float = 5.0
     max_message_size: int = 64 * 1024
     rate_limit: int = 100
     rate_period: float = 10.0

@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Optional
 
 import orjson
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, TimeoutError, succeed
+from twisted.internet.interfaces import IReactorTime
 
 from . import wire
 from .bus import Bus
@@ -42,9 +43,16 @@ class Router:
     """Routes frames between the sessions of one process."""
 
     def __init__(self, settings: Optional[Settings] = None,
-                 metrics: Optional[Metrics] = None) -> None:
+                 metrics: Optional[Metrics] = None,
+                 encode: Callable[[bytes], Any] = _identity,
+                 bus: Optional[Bus] = None, clock: Optional[IReactorTime] = None) -> None:
+        """``encode`` turns serialized JSON into what ``Link.send`` takes; ``bus``
+        reaches the other processes (none by default); ``clock`` times the hooks."""
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[no-redef]
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
+        self.clock: Any = clock
         self.sessions: dict[str, Session] = {}
         #: Named rooms (joined, or given at auth): name -> members.
         self.rooms: dict[str, set[Session]] = {}
@@ -56,13 +64,14 @@ class Router:
         self.http_connections = 0
         #: Turns serialized JSON into what ``Link.send`` takes (a prepared
         #: WebSocket frame for the real transport); called once per fan-out.
-        self.encode: Callable[[bytes], Any] = _identity
+        self.encode: Callable[[bytes], Any] = encode
         self.draining = False
         #: The seam to other processes; the default has none.
-        self.bus: Bus = Bus()
+        self.bus: Bus = bus if bus is not None else Bus()
+        self.bus.attach(self)
         self._idle: list[Deferred] = []
         self.metrics.track(lambda: len(self.links), self.local_sessions,
-                           self.room_count)
+                           self.local_rooms)
 
     # -- connections ---------------------------------------------------------
 
@@ -84,8 +93,19 @@ class Router:
         return len(self.sessions) - self.bus.remote_sessions()
 
     def room_count(self) -> int:
-        """Rooms with at least one member: named rooms and user rooms."""
+        """Rooms with at least one member on any process: named rooms and user rooms."""
         return len(self.rooms) + len(self.users)
+
+    def local_rooms(self) -> int:
+        """Rooms with at least one session of this process (``symple_rooms``, /healthz).
+
+        ``rooms`` and ``users`` also hold the mirrored sessions of other
+        processes; a room only they are in is not one of ours.
+        """
+        if not self.bus.remote_sessions():
+            return len(self.rooms) + len(self.users)
+        return sum(1 for index in (self.rooms, self.users) for members in index.values()
+                   if any(member.node is None for member in members))
 
     def when_idle(self) -> Deferred:
         """Fires once no connection is open."""
@@ -415,6 +435,9 @@ class Router:
             self._join(session, room, frame_id)
             return None
         d = call_hook(hook, session.peer(), room)
+        timeout = self.settings.hook_timeout
+        if timeout > 0:
+            d.addTimeout(timeout, self.clock)
 
         def decided(allowed: Any) -> None:
             if not allowed:
@@ -424,6 +447,10 @@ class Router:
                 self._join(session, room, frame_id)
 
         def refused(failure: Any) -> None:
+            if failure.check(TimeoutError):
+                self.metrics.drops["hook_timeout"].inc()
+                raise ProtocolError(504, f"Joining room {room!r} timed out: the join hook "
+                                         f"did not answer within {timeout:g} s")
             failure.trap(HookRefused)
             raise ProtocolError(403, str(failure.value) or f"Joining room {room!r} was refused")
 
@@ -489,3 +516,10 @@ class Router:
             link.send(event)
             link.close(1001, "Server shutting down")
         return self.when_idle()
+
+    def abort_links(self) -> int:
+        """Drop every connection still open (the drain timeout passed); how many."""
+        links = list(self.links)
+        for link in links:
+            link.abort()
+        return len(links)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from .auth import Authenticator
 from .broadcast import Broadcast
+from .bus import Bus
 from .cluster import RedisBus
 from .config import Settings
 from .frontdoor import FrontDoorSite
@@ -44,7 +45,6 @@ class SympleServer:
         self.reactor = reactor
         self.settings = settings = settings or Settings()
         self.metrics = Metrics()
-        self.router = Router(settings, self.metrics)
         #: The session store's connections (with ``--redis``).
         self.pool: Optional[Pool] = None
         self.broadcast: Optional[Broadcast] = None
@@ -52,20 +52,22 @@ class SympleServer:
         self.outage: Optional[Outage] = None
         self.started = False
         store = None
-        self.health = Health(self.router)
+        bus: Bus = Bus()
         if settings.redis_url:
             address = RedisAddress.parse(settings.redis_url, settings.redis_ca)
             keys = Keys(settings.key_prefix, settings.cluster_prefix)
             self.pool = Pool(address, reactor, poolsize=4)
             store = RedisSessionStore(self.pool.redis, keys.session_prefix)
-            bus = RedisBus(self.router, address, keys, settings.node_timeout, reactor)
-            self.router.bus = bus
+            bus = RedisBus(None, address, keys, settings.node_timeout, reactor)
+        self.router = Router(settings, self.metrics, SympleServerFactory.prepare, bus, reactor)
+        self.health = Health(self.router)
+        if isinstance(bus, RedisBus) and self.pool is not None:
             self.broadcast = Broadcast(self.router, keys.broadcast)
             bus.subscribe(keys.broadcast, self.broadcast.received)
             self.outage = Outage(address)
             self.outage.watch(bus.publisher, bus.subscriber, *self.pool.connections)
             self.health.checks.append(self.outage.problem)
-        self.authenticator = Authenticator(settings, store)
+        self.authenticator = Authenticator(settings, store, reactor)
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
         self.pages = http_root(self.router, self.health, settings.demo)
         # Each HTTP request has the auth timeout to arrive and be answered.
@@ -109,8 +111,7 @@ class SympleServer:
             yield idle
         except defer.CancelledError:
             log.warn("Drain timeout: aborting {n} connections", n=len(self.router.links))
-            for link in list(self.router.links):
-                link.transport.abortConnection()
+            self.router.abort_links()
         else:
             timeout.cancel()
         yield bus_stopped

@@ -17,6 +17,9 @@ class Link(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Close the connection; the transport reports back via ``Router.close_session``."""
 
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake (shutdown's last resort)."""
+
 
 @dataclass
 class Identity:

@@ -130,6 +130,9 @@ class SympleOptions(usage.Options):
          "async). Default: none (the token check alone decides)."],
         ["join-hook", None, None, "module:callable deciding each join (sync, Deferred or "
          "async). Default: none (every join allowed)."],
+        ["hook-timeout", None, 5, "Seconds an auth or join hook may take: a slower join "
+         "is answered with error 504, a slower auth closes with 4504; 0 waits for ever.",
+         _seconds],
         ["ssl-key", None, None, "TLS private key (PEM) for --port. Default: none (plain "
          "TCP). Env SYMPLE_SSL_KEY."],
         ["ssl-cert", None, None, "TLS certificate chain (PEM) for --port. Default: none. "
@@ -279,6 +282,7 @@ class SympleOptions(usage.Options):
             demo=not self["no-demo"],
             drain_timeout=self["drain-timeout"],
             node_timeout=self["node-timeout"],
+            hook_timeout=self["hook-timeout"],
             max_unauthenticated_per_address=self["max-unauthenticated-per-address"],
             address_connection_rate=self["address-connection-rate"],
         )
@@ -303,14 +307,17 @@ class SympleOptions(usage.Options):
             raise usage.UsageError("--authentication needs --redis (session store) or --auth-hook")
         return settings
 
-    def endpoints(self) -> list:
+    def endpoints(self, reactor: Any = None) -> list:
+        """The listening endpoints, for ``reactor`` (default: the global one)."""
+        if reactor is None:
+            reactor = default_reactor
         endpoints = []
         for description in self.descriptions():
             problem = port_problem(description)
             if problem:
                 raise usage.UsageError(f"--listen {description!r}: {problem}")
             try:
-                endpoints.append(server_endpoint(description))
+                endpoints.append(listen.server_endpoint(reactor, description))
             except (SSL.Error, crypto.Error) as exc:  # OpenSSL alone is cryptic
                 raise usage.UsageError(f"--listen {description!r}: the TLS key or "
                                        f"certificate is not valid PEM ({_one_line(exc)})")
@@ -393,10 +400,16 @@ class _TwistdService(SympleService):
                              f"{_one_line(exc.socketError)}") from None
 
 
-def makeService(options: SympleOptions) -> Any:
-    endpoints = worker_endpoints(default_reactor, options["endpoints"])
+def makeService(options: SympleOptions, reactor: Any = None) -> Any:
+    """The service ``twistd symple`` runs; its endpoints and connections use ``reactor``
+    (default: the global one), so tests can hand it a ``MemoryReactor``."""
+    if reactor is None or reactor is default_reactor:
+        reactor, listen_on = default_reactor, options["endpoints"]
+    else:
+        listen_on = options.endpoints(reactor)
+    endpoints = worker_endpoints(reactor, listen_on)
     if endpoints is None and options["workers"] > 1:
-        return Supervisor(options["workers"], options["endpoints"], getattr(options, "argv", []),
+        return Supervisor(options["workers"], listen_on, getattr(options, "argv", []),
                           options["settings"].drain_timeout)
-    server = SympleServer(options["settings"])
-    return _TwistdService(server, endpoints or options["endpoints"])
+    server = SympleServer(options["settings"], reactor)
+    return _TwistdService(server, endpoints or listen_on)

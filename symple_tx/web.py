@@ -59,7 +59,7 @@ class Health:
         body = {"status": "ok" if not problems else "unavailable",
                 "version": __version__, "problems": problems,
                 "connections": len(self.router.links),
-                "peers": self.router.local_sessions(), "rooms": self.router.room_count()}
+                "peers": self.router.local_sessions(), "rooms": self.router.local_rooms()}
         return (503 if problems else 200), body
 
 

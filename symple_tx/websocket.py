@@ -180,6 +180,12 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         # sendCloseFrame, not sendClose: the latter refuses 1001 (going away).
         self.sendCloseFrame(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode())
 
+    def abort(self) -> None:
+        """Drop the connection at once (the drain timeout passed)."""
+        self._sealed = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def _write(self, payload: bytes) -> None:
         self.send(self.factory.router.encode(payload))
 
@@ -377,7 +383,6 @@ class SympleServerFactory(WebSocketServerFactory):
             closeHandshakeTimeout=2,
             openHandshakeTimeout=max(settings.auth_timeout, 5),
         )
-        router.encode = self._prepare
         self._batched_timer = ReactorTimer(self.reactor)
         #: Flushes the connections written to in a reactor turn, once each.
         self.flusher = FlushScheduler(self.reactor)
@@ -400,5 +405,6 @@ class SympleServerFactory(WebSocketServerFactory):
         self.protocol = type(base.__name__, (base,), options)
 
     @staticmethod
-    def _prepare(payload: bytes) -> PreparedMessage:
+    def prepare(payload: bytes) -> PreparedMessage:
+        """The router's encoder: one WebSocket frame, built once, for every recipient."""
         return PreparedMessage(payload, False, False, True)

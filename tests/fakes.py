@@ -23,12 +23,16 @@ class FakeLink:
         self.name = name
         self.sent: list[Any] = []
         self.closed: Optional[tuple[int, str]] = None
+        self.aborted = False
 
     def send(self, frame: Any) -> None:
         self.sent.append(frame)
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+    def abort(self) -> None:
+        self.aborted = True
 
     def frames(self) -> list[dict]:
         """Every frame sent so far, decoded."""

@@ -46,6 +46,7 @@ PARAMETERS = [
     ("ping-timeout", "3", "ping_timeout", 3.0),
     ("drain-timeout", "4", "drain_timeout", 4.0),
     ("node-timeout", "2.5", "node_timeout", 2.5),
+    ("hook-timeout", "0.5", "hook_timeout", 0.5),
     ("max-unauthenticated-per-address", "3", "max_unauthenticated_per_address", 3),
     ("address-connection-rate", "0", "address_connection_rate", 0),
     ("budget-exempt", "10.0.0.0/8, ::1", "budget_exempt", ("10.0.0.0/8", "::1")),

@@ -35,6 +35,9 @@ class _NoLink:
     def close(self, code: int, reason: str) -> None:
         pass
 
+    def abort(self) -> None:
+        pass
+
 
 NO_LINK = _NoLink()
 

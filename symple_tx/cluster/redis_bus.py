@@ -76,19 +76,20 @@ class BusMetrics:
 class RedisBus(Bus):
     """Connects this process's router to the others through Redis pub/sub."""
 
-    def __init__(self, router: Router, address: RedisAddress, keys: Keys = Keys(),
+    def __init__(self, router: Optional[Router], address: RedisAddress, keys: Keys = Keys(),
                  node_timeout: float = NODE_TIMEOUT, reactor: Any = None,
                  node_id: Optional[str] = None) -> None:
+        """Opens nothing: ``start`` connects.  ``router`` may be None and given by
+        ``Router(..., bus=this)`` instead."""
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
-        self.router = router
+        self.router: Any = None
         self.node = node_id or secrets.token_hex(6)
         self.channels = keys
         self.inbox = keys.node(self.node)
         self._control = keys.control
         self.node_timeout = node_timeout
-        self.membership = Membership(router, reactor.seconds)
         self.publisher = Connection(address, reactor, listeners=[self])
         self.subscriber = Subscription(address, reactor, listeners=[self])
         for channel in (self._control, self.inbox):
@@ -100,6 +101,14 @@ class RedisBus(Bus):
         self._beat.clock = reactor
         self._reaper = LoopingCall(self._expire)
         self._reaper.clock = reactor
+        if router is not None:
+            self.attach(router)
+
+    def attach(self, router: Router) -> None:
+        if self.router is router:
+            return
+        self.router = router
+        self.membership = Membership(router, self.reactor.seconds)
         self.metrics = BusMetrics(router.metrics.registry,
                                   lambda: len(self.membership.nodes) + 1,
                                   lambda: 1 if self.up else 0,
