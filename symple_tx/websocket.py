@@ -61,6 +61,10 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     _busy = False
     _auth_timer: Any = None
     _backlog: Optional[deque] = None
+    #: Bytes of the frames in ``_backlog``.
+    _backlog_bytes = 0
+    #: Whether reading is held back because the backlog is full.
+    _held = False
     #: Called once the connection has a session (the port releases its
     #: address's unauthenticated budget).
     on_session: Optional[Callable[[], None]] = None
@@ -201,13 +205,15 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     def pauseProducing(self) -> None:
         if not self._paused:
             self._paused = True
-            self.transport.pauseProducing()
+            if not self._held:
+                self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         if self._paused:
             self._paused = False
             self._queued_bytes = 0
-            self.transport.resumeProducing()
+            if not self._held:  # a full backlog keeps the peer unread
+                self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         self._paused = True
@@ -254,17 +260,38 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         if isBinary:
             return self._refuse(ProtocolError(
                 400, "Binary frames are not supported: send JSON in text frames"))
+        if self._busy:
+            # Held back as bytes, decoded in turn: a frame's Python objects can
+            # take 20 times its JSON.  Past one frame's worth the peer is not read
+            # until the backlog drains, so memory stays bounded while an auth or
+            # join hook (or Redis) takes its time.
+            if self._backlog is None:
+                self._backlog = deque()
+            self._backlog.append(payload)
+            self._backlog_bytes += len(payload)
+            if self._backlog_bytes >= self.factory.settings.max_message_size:
+                self._hold_reading(True)
+        else:
+            self._decode_and_process(payload)
+
+    def _decode_and_process(self, payload: bytes) -> None:
         try:
             frame = wire.decode(payload)
         except ProtocolError as exc:
             self.factory.router.metrics.drops["invalid"].inc()
             return self._refuse(exc)
-        if self._busy:
-            if self._backlog is None:
-                self._backlog = deque()
-            self._backlog.append(frame)
-        else:
-            self._process(frame)
+        self._process(frame)
+
+    def _hold_reading(self, held: bool) -> None:
+        """Stop (or restart) reading the peer for the backlog; the send side may also pause it."""
+        if held == self._held:
+            return
+        self._held = held
+        if not self._paused and self.transport is not None:
+            if held:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
 
     def _rate_limited(self, payload: bytes) -> None:
         metrics = self.factory.router.metrics
@@ -300,9 +327,14 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         self._busy = False
         backlog = self._backlog
         while backlog and not self._busy and not self._sealed:
-            self._process(backlog.popleft())
-        if not self._busy:
+            payload = backlog.popleft()
+            self._backlog_bytes -= len(payload)
+            self._decode_and_process(payload)
+        if not self._busy or self._sealed:
             self._backlog = None  # most connections never need one again
+            self._backlog_bytes = 0
+        if self._backlog_bytes < self.factory.settings.max_message_size:
+            self._hold_reading(False)
 
     def _refuse_failure(self, failure: Failure, frame: dict) -> None:
         if failure.check(ProtocolError):
