@@ -1,4 +1,8 @@
-"""Every error row of docs/spec.md §2 over real WebSockets, with its close code."""
+"""Every error row of docs/spec.md §2 over real WebSockets, with its close code.
+
+The auth timeout (408) is a timer: tests/unit/test_transport_timers.py checks it
+on simulated time.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +19,6 @@ from tests.support import eventually
 
 #: Short enough for a fast test, long enough for a loaded machine to authenticate in time.
 AUTH_TIMEOUT = 1.0
-
-
-class AuthTimeoutTests(ErrorCase):
-    settings = Settings(auth_timeout=AUTH_TIMEOUT)
-
-    @defer.inlineCallbacks
-    def test_no_auth_in_time_is_408(self):
-        peer = yield self.connect()
-        yield self.assert_closes(peer, 408, "timeout")
-
-    @defer.inlineCallbacks
-    def test_auth_in_time_cancels_the_timeout(self):
-        peer = yield self.peer("alice")
-        yield deferLater(reactor, AUTH_TIMEOUT * 1.5, lambda: None)  # past the timeout
-        yield self.assert_stays_open(peer)
 
 
 class AnonymousErrorTests(ErrorCase):

@@ -1,10 +1,14 @@
-"""The protections of docs/spec.md §7, over real loopback sockets with small limits."""
+"""The protections of docs/spec.md §7, over real loopback sockets with small limits.
+
+The timed ones (auth timeout, keepalive, rate refill) run on simulated time in
+tests/unit/test_transport_timers.py.
+"""
 
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 
 from symple_tx.config import Settings
 from tests.support import ServerTestCase, TestPeer, eventually, with_timeout
@@ -134,42 +138,6 @@ class RateLimitTests(LimitTestCase):
         self.assertEqual(self.sample("symple_disconnects_total", reason="rate_limit"), 1)
 
 
-class SustainedRateTests(LimitTestCase):
-    # 10 frames/s with bursts of 5.
-    limits = {"rate_limit": 5, "rate_period": 0.5}
-
-    @defer.inlineCallbacks
-    def test_flooding_at_five_times_the_rate_closes_although_some_frames_pass(self):
-        """Every tick a frame passes again; the drops in between still add up to a close."""
-        alice, bob = yield self.pair()
-        deadline = reactor.seconds() + 5
-        while alice.close_code is None:
-            self.assertLess(reactor.seconds(), deadline, "a 5x flood was never closed")
-            for _ in range(5):
-                alice.send_json({"type": "message", "subtype": "flood"})
-            yield deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(alice.close_code, 4429)
-        self.assertGreater(len(messages(bob, "flood")), 5)  # frames kept passing meanwhile
-
-
-class RateWithinLimitTests(LimitTestCase):
-    # 5 frames per 0.5 s: a burst of 4, then the bucket refills within a second.
-    limits = {"rate_limit": 5, "rate_period": 0.5}
-
-    @defer.inlineCallbacks
-    def test_frames_within_the_rate_all_pass(self):
-        alice, bob = yield self.pair()
-        sent = 0
-        for _ in range(3):
-            yield deferLater(reactor, 0.5, lambda: None)  # the bucket refills over time
-            for _ in range(4):
-                alice.send_json({"type": "message", "subtype": "paced", "data": sent})
-                sent += 1
-        yield eventually(lambda: len(messages(bob, "paced")) == sent, what="12 messages")
-        self.assertEqual([m["data"] for m in messages(bob, "paced")], list(range(sent)))
-        self.assertEqual(errors(alice, 429), [])
-
-
 class ConnectionLimitTests(LimitTestCase):
     limits = {"max_connections": 2}
 
@@ -197,56 +165,6 @@ class ConnectionLimitTests(LimitTestCase):
         yield eventually(lambda: len(self.server.router.links) == 1, what="slot freed")
         carol = yield self.peer("carol", rooms=["lobby"])
         self.assertEqual(carol.welcome["peer"]["user"], "carol")
-
-
-class AuthTimeoutTests(LimitTestCase):
-    limits = {"auth_timeout": 0.3}
-
-    @defer.inlineCallbacks
-    def test_no_auth_in_time_gets_408_and_4408(self):
-        idle = yield self.connect()
-        alice = yield self.peer("alice")
-        error = yield idle.expect("error")
-        self.assertEqual(error["status"], 408)
-        code, _ = yield idle.wait_closed()
-        self.assertEqual(code, 4408)
-        # alice authenticated before her timer ran out: she stays.
-        yield deferLater(reactor, 0.4, lambda: None)
-        yield self.settle(alice)
-        self.assertIsNone(alice.close_code)
-        self.assertEqual(self.sample("symple_auth_failures_total", status="408"), 1)
-
-
-class DeafPeer(TestPeer):
-    """A client that stops answering pings, as a dead network path would."""
-
-    def onPing(self, payload: bytes) -> None:
-        pass
-
-
-class KeepaliveTests(LimitTestCase):
-    limits = {"ping_interval": 0.3, "ping_timeout": 0.3}
-
-    @defer.inlineCallbacks
-    def test_peer_that_stops_answering_pings_is_closed_and_announced_offline(self):
-        alice = yield self.peer("alice", rooms=["lobby"])
-        deaf = yield self.connect(protocol=DeafPeer)
-        yield deaf.auth("deaf", rooms=["lobby"])
-        yield alice.expect("presence")
-        offline = yield alice.expect(lambda f: f.get("type") == "presence"
-                                     and not f["data"]["online"], "offline presence")
-        self.assertEqual(offline["from"], deaf.address)
-        yield deaf.wait_closed()
-        self.assertNotIn(deaf.session_id, self.server.router.sessions)
-        # alice answered the same pings and is still served.
-        yield self.settle(alice)
-        self.assertIn(alice.session_id, self.server.router.sessions)
-
-    @defer.inlineCallbacks
-    def test_unauthenticated_connection_is_pinged_too(self):
-        deaf = yield self.connect(protocol=DeafPeer)
-        yield deaf.wait_closed()
-        yield eventually(lambda: not self.server.router.links, what="link gone")
 
 
 class HeadReader(Protocol):
