@@ -30,6 +30,9 @@ class AsyncioBridge:
         self.reactor = reactor or _reactor()
         shared = getattr(self.reactor, "_asyncioEventloop", None)
         self.thread: Optional[threading.Thread] = None
+        #: Open RTCPeerConnections (loop side); stop() closes those still open, since
+        #: aiortc's decoder threads would otherwise keep the process from exiting.
+        self.connections: set[Any] = set()
         if shared is not None:
             self.loop: asyncio.AbstractEventLoop = shared
         else:
@@ -69,6 +72,9 @@ class AsyncioBridge:
             return succeed(None)
 
         async def cancel_all() -> None:
+            for pc in list(self.connections):
+                await pc.close()
+            self.connections.clear()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()

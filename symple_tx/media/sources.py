@@ -2,9 +2,11 @@
 
 A ``MediaSource`` owns one video track (and an audio track when the source
 has one) and hands every consumer (each WebRTC viewer, the MJPEG encoder)
-its own unbuffered relay subscription, so the source is read once however
-many watch, and a slow consumer skips frames instead of queueing them.
-Everything here runs on the asyncio loop (see ``bridge``).
+its own subscription, so the source is read once however many watch, and a
+slow consumer skips frames instead of queueing them.  Each subscriber gets
+its own copy of a frame: aiortc encodes on worker threads, and two encoders
+working on one PyAV frame at once crash the process (aiortc's MediaRelay
+shares the frame).  Everything here runs on the asyncio loop (see ``bridge``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from fractions import Fraction
 from typing import Any, Optional
 
 import av
-from aiortc.contrib.media import MediaPlayer, MediaRelay
-from aiortc.mediastreams import MediaStreamTrack
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from PIL import Image, ImageDraw, ImageFont
 
 #: RTP's video clock.
@@ -89,17 +91,117 @@ class TestPatternTrack(MediaStreamTrack):
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
-            from aiortc.mediastreams import MediaStreamError
             raise MediaStreamError
         number = await self._next_time()
-        frame = av.VideoFrame.from_image(self.render(number))
+        # yuv420p once here rather than in every viewer's encoder.
+        frame = av.VideoFrame.from_image(self.render(number)).reformat(format="yuv420p")
         frame.pts = int(number * VIDEO_CLOCK / self.fps)
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         return frame
 
 
+def copy_frame(frame: Any) -> Any:
+    """A private copy of a PyAV video or audio frame (same format, pts and time base)."""
+    if isinstance(frame, av.VideoFrame):
+        new: Any = av.VideoFrame(frame.width, frame.height, frame.format.name)
+    else:
+        new = av.AudioFrame(format=frame.format.name, layout=frame.layout.name,
+                            samples=frame.samples)
+        new.sample_rate = frame.sample_rate
+    for source, target in zip(frame.planes, new.planes):
+        if source.buffer_size == target.buffer_size:
+            target.update(source)
+        else:  # different row padding: copy row by row
+            src, dst = memoryview(source), memoryview(target)
+            rows = source.buffer_size // source.line_size
+            width = min(source.line_size, target.line_size)
+            for row in range(rows):
+                dst[row * target.line_size:row * target.line_size + width] = \
+                    src[row * source.line_size:row * source.line_size + width]
+    new.pts = frame.pts
+    new.time_base = frame.time_base
+    return new
+
+
+class Subscription(MediaStreamTrack):
+    """One consumer's view of a shared track: always the newest frame, as its own copy."""
+
+    def __init__(self, fan: "FanOut") -> None:
+        super().__init__()
+        self.kind = fan.track.kind
+        self._fan: Optional[FanOut] = fan
+        self._frame: Any = None
+        self._new = asyncio.Event()
+
+    def _offer(self, frame: Any) -> None:
+        self._frame = frame
+        self._new.set()
+
+    async def recv(self) -> Any:
+        if self.readyState != "live" or self._fan is None:
+            raise MediaStreamError
+        self._fan.start(self)
+        await self._new.wait()
+        self._new.clear()
+        if self._frame is None:
+            self.stop()
+            raise MediaStreamError
+        return copy_frame(self._frame)
+
+    def stop(self) -> None:
+        super().stop()
+        fan, self._fan = self._fan, None
+        if fan is not None:
+            fan.discard(self)
+
+
+class FanOut:
+    """Reads one track for all its subscribers.
+
+    A generated source (the test pattern) pauses when the last subscriber
+    leaves; a player keeps being read, or its frames would queue up.
+    """
+
+    def __init__(self, track: MediaStreamTrack, drain_when_idle: bool) -> None:
+        self.track = track
+        self.drain_when_idle = drain_when_idle
+        self.subscribers: set[Subscription] = set()
+        self._task: Optional[asyncio.Task] = None
+
+    def subscribe(self) -> Subscription:
+        return Subscription(self)
+
+    def start(self, subscription: Subscription) -> None:
+        self.subscribers.add(subscription)
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._read())
+
+    def discard(self, subscription: Subscription) -> None:
+        self.subscribers.discard(subscription)
+        if not self.subscribers and not self.drain_when_idle and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                frame = await self.track.recv()
+            except MediaStreamError:
+                frame = None
+            for subscription in list(self.subscribers):
+                subscription._offer(frame)
+            if frame is None:
+                return
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for subscription in list(self.subscribers):
+            subscription._offer(None)
+
+
 class MediaSource:
-    """One opened source, shared by every viewer through a relay."""
+    """One opened source, shared by every viewer."""
 
     def __init__(self, video: Optional[MediaStreamTrack], audio: Optional[MediaStreamTrack],
                  description: str, width: int, height: int, fps: float,
@@ -109,15 +211,18 @@ class MediaSource:
         self.description = description
         self.width, self.height, self.fps = width, height, fps
         self._player = player
-        self._relay = MediaRelay()
+        self._fans = {track: FanOut(track, drain_when_idle=player is not None)
+                      for track in (video, audio) if track is not None}
 
     def subscribe_video(self) -> Optional[MediaStreamTrack]:
-        return self._relay.subscribe(self.video, buffered=False) if self.video else None
+        return self._fans[self.video].subscribe() if self.video else None
 
     def subscribe_audio(self) -> Optional[MediaStreamTrack]:
-        return self._relay.subscribe(self.audio, buffered=False) if self.audio else None
+        return self._fans[self.audio].subscribe() if self.audio else None
 
     def stop(self) -> None:
+        for fan in self._fans.values():
+            fan.stop()
         for track in (self.video, self.audio):
             if track is not None:
                 track.stop()
@@ -153,7 +258,8 @@ def _open_camera(path: str, width: int, height: int, fps: float) -> MediaSource:
     if not os.access(path, os.R_OK | os.W_OK):
         raise SourceError(f"{path}: permission denied (add yourself to the 'video' group)")
     options = {"video_size": f"{width}x{height}", "framerate": f"{fps:g}"}
-    player = _player(path, format="v4l2", options=options)
+    player = _player(path, "{path}: not a usable camera ({reason})", format="v4l2",
+                     options=options)
     if player.video is None:
         raise SourceError(f"{path}: the device has no video stream")
     return MediaSource(player.video, player.audio, f"camera {path}", width, height, fps, player)
@@ -165,7 +271,7 @@ def _open_file(path: str, width: int, height: int, fps: float, loop: bool) -> Me
                           "or /dev/videoN)")
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise SourceError(f"cannot read {path}")
-    player = _player(path, loop=loop)
+    player = _player(path, "cannot open {path}: {reason}", loop=loop)
     if player.video is None:
         raise SourceError(f"{path} has no video stream")
     size = _video_size(path) or (width, height)
@@ -173,12 +279,12 @@ def _open_file(path: str, width: int, height: int, fps: float, loop: bool) -> Me
                        size[0], size[1], fps, player)
 
 
-def _player(path: str, **options: Any) -> MediaPlayer:
+def _player(path: str, error: str, **options: Any) -> MediaPlayer:
     try:
         return MediaPlayer(path, **options)
     except (av.FFmpegError, OSError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise SourceError(f"cannot open {path}: {reason}") from None
+        raise SourceError(error.format(path=path, reason=reason)) from None
 
 
 def _video_size(path: str) -> Optional[tuple[int, int]]:
