@@ -26,7 +26,7 @@ class HelpTests(CliMixin, unittest.TestCase):
         from symple_tx import cli
         for command in ([], ["chat"], ["send"], ["listen"], ["watch"], ["session"],
                         ["session", "create"], ["session", "show"], ["session", "delete"],
-                        ["emit"]):
+                        ["emit"], ["stream"]):
             with mock.patch("sys.stdout", new_callable=StringIO) as stdout:
                 exited = self.assertRaises(SystemExit, cli.main, command + ["--help"])
             self.assertEqual(exited.code, 0)

@@ -27,8 +27,10 @@ SERVER_ROOTS = ("symple_tx.tap", "symple_tx.service", "symple_tx.web", "symple_t
                 "symple_tx.router", "symple_tx.session", "symple_tx.auth", "symple_tx.hooks",
                 "symple_tx.broadcast", "symple_tx.bus", "symple_tx.metrics",
                 "symple_tx.ratelimit", "symple_tx.config", "symple_tx.cluster")
-#: Where the client side starts: the client, the command line, the backend emitter.
-CLIENT_ROOTS = ("symple_tx.client", "symple_tx.cli", "symple_tx.emitter", "symple_tx.roster")
+#: Where the client side starts: the client, the command line, the backend emitter, the
+#: media peer.
+CLIENT_ROOTS = ("symple_tx.client", "symple_tx.cli", "symple_tx.emitter", "symple_tx.roster",
+                "symple_tx.media")
 #: Modules both sides may load: the wire format, Autobahn helpers, endpoints, the Redis layer.
 SHARED = frozenset({"symple_tx", "symple_tx.wire", "symple_tx.autobahn_support",
                     "symple_tx.endpoints", "symple_tx.redis_store"})

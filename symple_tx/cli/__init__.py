@@ -6,6 +6,7 @@
     symple watch URL --user ops --room lobby     live roster
     symple session create|show|delete TOKEN      symple:session:<token> in Redis
     symple emit --to lobby --data '{...}'        publish on symple:broadcast
+    symple stream URL --user cam --room lobby    be a media peer (WebRTC, MJPEG)
 
 Exit status: 0 success, 1 runtime failure (unreachable, refused, missing),
 2 usage errors (bad options, bad JSON).
@@ -13,7 +14,7 @@ Exit status: 0 success, 1 runtime failure (unreachable, refused, missing),
 The package by job: this module parses the command line and runs a command;
 ``chat``, ``send``, ``listen``, ``watch`` are the WebSocket commands (their
 client built by ``connect``), ``session`` and ``backend`` (Redis connection,
-``emit``) the Redis ones; ``options`` and ``common`` are what they share.
+``emit``) the Redis ones; ``stream`` the media peer (the ``media`` extra); ``options`` and ``common`` are what they share.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .options import (add_command, connection_options, frame_options, json_argum
                       json_object, positive_int, redis_options, timeout_option)
 from .send import run_send
 from .session import run_session
+from .stream import run_stream, stream_options, use_asyncio_reactor
 from .watch import Watch, run_watch
 
 #: The names of the former single-module ``symple_tx.cli``, importable as before.
@@ -114,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the frame's from (e.g. bot|backend)")
     frame_options(emit)
     redis_options(emit)
+
+    add_command(commands, "stream", run_stream, "stream video to WebRTC and MJPEG viewers",
+                "Be a media peer: advertise a stream in presence and answer calls "
+                "(the demo page's Watch button) with a test pattern, a looped file or a "
+                "camera; optionally serve MJPEG over HTTP. Needs the media extra: "
+                "pip install 'symple_tx[media]'.", connection_options, stream_options)
     return parser
 
 
@@ -136,6 +144,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         problem = choose_redis(args)
         if problem:
             usage.error(problem)
+    if args.command == "stream":
+        use_asyncio_reactor()  # aiortc and the client on one asyncio loop
     task.react(_run, (args,))
 
 
