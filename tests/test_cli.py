@@ -66,8 +66,17 @@ class HelpTests(CliMixin, unittest.TestCase):
              "--type event needs --event-name"),
             (["send", "ws://x:99999/", "--user", "a"], "symple send", "bad port"),
         ]
-        for args, command, message in cases:
-            code, _, stderr = yield self.run_cli(*args)
+        from io import StringIO
+        from unittest import mock
+
+        from symple_tx import cli
+        for number, (args, command, message) in enumerate(cases):
+            if number == 0:  # as a person runs it; the others in this process, faster
+                code, _, stderr = yield self.run_cli(*args)
+            else:
+                with mock.patch("sys.stderr", new_callable=StringIO) as captured:
+                    code = self.assertRaises(SystemExit, cli.main, args).code
+                stderr = captured.getvalue()
             self.assertEqual(code, 2, f"{args}: {stderr}")
             self.assertIn(f"usage: {command} [-h]", stderr)
             self.assertIn(f"{command}: error: ", stderr)
