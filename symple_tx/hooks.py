@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 
@@ -26,7 +26,7 @@ def call_hook(hook: Callable[..., Any], *args: Any) -> Deferred:
     def invoke() -> Any:
         result = hook(*args)
         if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            return ensureDeferred(result)
+            return ensureDeferred(cast(Coroutine[Any, Any, Any], result))
         return result
     return maybeDeferred(invoke)
 

@@ -40,7 +40,7 @@ class LabelledCounter(dict):
         registry.register(self)
 
     # The registry keeps its collectors in a dict: identity, not contents.
-    __hash__ = object.__hash__
+    __hash__ = object.__hash__  # type: ignore[assignment]
     __eq__ = object.__eq__
 
     def __missing__(self, key: str) -> Count:

@@ -49,7 +49,7 @@ class Router:
         """``encode`` turns serialized JSON into what ``Link.send`` takes; ``bus``
         reaches the other processes (none by default); ``clock`` times the hooks."""
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            from twisted.internet import reactor as clock
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
         self.clock: Any = clock

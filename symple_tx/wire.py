@@ -9,7 +9,7 @@ and lone surrogates on its own.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 import orjson
 
@@ -114,7 +114,7 @@ def address(user: str, session_id: str) -> str:
     return f"{user}|{session_id}"
 
 
-def valid_room(name: Any) -> bool:
+def valid_room(name: Any) -> TypeGuard[str]:
     return isinstance(name, str) and 0 < len(name) <= MAX_ROOM_NAME
 
 

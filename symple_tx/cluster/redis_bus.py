@@ -19,6 +19,7 @@ order of everything one process says, on every channel, for every listener.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any, Callable, Optional
 
@@ -93,7 +94,7 @@ class RedisBus(Bus):
         self.publisher = Connection(address, reactor, listeners=[self])
         self.subscriber = Subscription(address, reactor, listeners=[self])
         for channel in (self._control, self.inbox):
-            self.subscriber.add(channel, lambda m, c=channel.encode(): self.received(c, m))
+            self.subscriber.add(channel, functools.partial(self.received, channel.encode()))
         self.up = False
         self._was_up = False
         self._leaving = False

@@ -195,8 +195,10 @@ class Supervisor(Service):
         workers = list(self.workers.values())
         for worker in workers:
             _signal(worker, "TERM")
-        late = self.reactor.callLater(self.drain_timeout + 5,
-                                      lambda: [_signal(w, "KILL") for w in workers])
+        def kill_late() -> None:
+            for worker in workers:
+                _signal(worker, "KILL")
+        late = self.reactor.callLater(self.drain_timeout + 5, kill_late)
         yield defer.DeferredList([w.ended for w in workers])
         if late.active():
             late.cancel()
@@ -205,7 +207,8 @@ class Supervisor(Service):
 
 
 def _signal(worker: _Worker, name: str) -> None:
+    transport: Any = worker.transport  # zope's IProcessTransport reads badly to mypy
     try:
-        worker.transport.signalProcess(name)
+        transport.signalProcess(name)
     except Exception:  # already gone
         pass

@@ -12,7 +12,6 @@ from typing import Any, Callable, Optional
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
 
 from ..endpoints import tcp_endpoint
 
@@ -51,8 +50,9 @@ class RedisAddress:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}" + (" (TLS)" if self.tls else "")
 
-    def stream_endpoint(self, reactor: Any, timeout: float) -> IStreamClientEndpoint:
-        """The plain stream to the server; ``connect.endpoint`` adds verified TLS."""
+    def stream_endpoint(self, reactor: Any, timeout: float) -> Any:
+        """The plain stream to the server (an ``IStreamClientEndpoint``);
+        ``connect.endpoint`` adds verified TLS."""
         if self.unix_path:
             return UNIXClientEndpoint(reactor, self.unix_path, timeout=timeout)
         return tcp_endpoint(reactor, self.host, self.port, timeout)

@@ -27,7 +27,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults
 from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
 from twisted.internet.error import TimeoutError as ConnectTimeout
-from twisted.internet.interfaces import IHandshakeListener, IStreamClientEndpoint
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,7 +68,7 @@ def tls_options(address: RedisAddress) -> Any:
 
 
 def endpoint(address: RedisAddress, reactor: Any = None,
-             timeout: float = CONNECT_TIMEOUT) -> IStreamClientEndpoint:
+             timeout: float = CONNECT_TIMEOUT) -> Any:
     """The one way to reach Redis: the address's stream, wrapped in verified TLS if asked."""
     stream = address.stream_endpoint(_reactor(reactor), timeout)
     if address.tls:
@@ -143,11 +143,12 @@ class _Verified:
     """Usable only once TLS has verified the server: until then nothing has been said."""
 
     _handshaken = False
+    _handshake_waiting: tuple[Deferred, ...] = ()
     lost_reason: Optional[Failure] = None
 
     def handshakeCompleted(self) -> None:
         self._handshaken = True
-        waiting, self._handshake_waiting = getattr(self, "_handshake_waiting", []), []
+        waiting, self._handshake_waiting = self._handshake_waiting, ()
         for d in waiting:
             d.callback(self)
 
@@ -155,7 +156,7 @@ class _Verified:
         if not tls or self._handshaken:
             return succeed(self)
         d: Deferred = Deferred()
-        self.__dict__.setdefault("_handshake_waiting", []).append(d)
+        self._handshake_waiting += (d,)
         return d
 
     def connectionLost(self, why: Any) -> None:
@@ -204,14 +205,14 @@ class Connection:
             factory.protocol = self.protocol_class
             factory.owner = self
         self.factory = factory
-        self.endpoint = endpoint(address, self.reactor, timeout)
+        self.endpoint: Any = endpoint(address, self.reactor, timeout)
         self.timeout = timeout
         self._login_timer: Any = None
         #: The usable protocol, or None.
         self.protocol: Optional[Any] = None
         #: Failed attempts in a row (the backoff's exponent).
         self.attempts = 0
-        self._current: Optional[Any] = None
+        self._current: Any = None
         self._connecting: Optional[Deferred] = None
         self._retry_call: Any = None
         self._running = False

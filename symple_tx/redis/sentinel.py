@@ -54,7 +54,7 @@ class SentinelAddress(RedisAddress):
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)
         return f"Sentinel service {self.service!r} via {hosts}"
 
-    def stream_endpoint(self, reactor: Any, timeout: float) -> IStreamClientEndpoint:
+    def stream_endpoint(self, reactor: Any, timeout: float) -> Any:
         return SentinelEndpoint(reactor, self, timeout)
 
     def server(self, host: str, port: int) -> RedisAddress:
