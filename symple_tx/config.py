@@ -29,9 +29,15 @@ class Settings:
     #: Seconds an auth or join hook may take before the peer is answered with
     #: 504 (join) or closed with 4504 (auth); 0 waits for ever.
     hook_timeout: float = 5.0
-    max_message_size: int = 64 * 1024
-    rate_limit: int = 100
+    #: Largest accepted frame: 128 KiB, so a message with a 64 KiB string body
+    #: (about 66 KB as JSON, more with escapes) passes, as on the reference.
+    max_message_size: int = 128 * 1024
+    #: Frames one client (address, user) may send per ``rate_period``.
+    rate_limit: int = 1000
     rate_period: float = 10.0
+    #: Deliveries (recipients of its routed frames) one client may cause per
+    #: ``rate_period``: a frame to a 500-member room costs 500; 0: no limit.
+    delivery_limit: int = 50_000
     max_connections: int = 10_000
     max_send_buffer: int = 1024 * 1024
     #: Named rooms one session may be in (auth, stored session and joins together).

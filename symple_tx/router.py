@@ -17,7 +17,7 @@ A session's ``rooms`` holds its named rooms only; its user room is implied.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Collection, Iterable, Optional
 
 import orjson
 from twisted.internet.defer import Deferred, TimeoutError, succeed
@@ -295,6 +295,8 @@ class Router:
         frame["from"] = session.address
         frame.pop("token", None)
         recipients = self.recipients(session, frame.get("to", _ABSENT))
+        if recipients:
+            self.charge(session, len(recipients))
         kind = frame["type"]
         if kind == "presence":
             data = frame.get("data")
@@ -315,7 +317,17 @@ class Router:
         if recipients:  # a frame for nobody is not serialized
             self.fanout(recipients, wire.dumps(frame), kind, forward=True)
 
-    def recipients(self, session: Session, to: Any) -> Iterable[Session]:
+    def charge(self, session: Session, deliveries: int) -> None:
+        """Spend ``deliveries`` from the session's budget, or refuse the frame (429)."""
+        budget = session.budget
+        if budget is not None and not budget.deliver(deliveries):
+            self.metrics.drops["delivery_limit"].inc()
+            raise ProtocolError(
+                429, f"Delivery budget exceeded ({self.settings.delivery_limit} recipients "
+                     f"per {self.settings.rate_period:g} s; this frame has {deliveries}): "
+                     f"frame dropped")
+
+    def recipients(self, session: Session, to: Any) -> Collection[Session]:
         """Who receives a frame from ``session`` addressed ``to``."""
         if to is _ABSENT:
             return self.visible(session)
@@ -395,7 +407,7 @@ class Router:
             return target
         return None
 
-    def _room_members(self, session: Session, room: str) -> Iterable[Session]:
+    def _room_members(self, session: Session, room: str) -> Collection[Session]:
         """The sessions ``to: room`` reaches: those of user ``room`` and the
         members of named room ``room``, each only if ``session`` sees it."""
         if not wire.valid_room(room):
@@ -464,10 +476,20 @@ class Router:
                                      f"{limit} rooms; leave one first")
 
     def _join(self, session: Session, room: str, frame_id: Any) -> None:
-        self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
         if room not in session.rooms and room != session.user:
+            # Joining announces the joiner to every member: one delivery each.
+            members = len(self.rooms.get(room, ()))
+            if members:
+                try:
+                    self.charge(session, members)
+                except ProtocolError as exc:
+                    exc.frame_id = frame_id
+                    raise
+            self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
             self.enter(session, room)
             self.bus.joined(session, room)
+        else:
+            self.send(session, wire.room_ack("join:ok", room, frame_id), "join:ok")
 
     def enter(self, session: Session, room: str) -> None:
         """Add ``session`` to named ``room``; it and the members it newly sees exchange presence."""

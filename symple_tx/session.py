@@ -36,7 +36,7 @@ class Session:
     """A live peer.  ``presence`` holds its latest presence data."""
 
     __slots__ = ("id", "user", "name", "host", "peer_type", "address", "rooms",
-                 "presence", "link", "_online_frame", "closed", "node")
+                 "presence", "link", "_online_frame", "closed", "node", "budget")
 
     def __init__(self, link: Link, identity: Identity, host: str,
                  session_id: Optional[str] = None, node: Optional[str] = None) -> None:
@@ -52,6 +52,9 @@ class Session:
         self.rooms: set[str] = set()
         self.link = link
         self.closed = False
+        #: What its client may still cost (``ratelimit.Budget``); None: no limit
+        #: (sessions of other processes, which their own process limits).
+        self.budget: Optional[Any] = None
         self._online_frame: Optional[bytes] = None
         peer = dict(identity.extra)
         self.presence: dict[str, Any] = peer

@@ -56,6 +56,9 @@ def _number(kind: Callable[[str], Any], minimum: float, doc: str) -> Callable[[s
     return convert
 
 
+#: The defaults of every option come from here: one place to change them.
+_DEFAULTS = Settings()
+
 _int = _number(int, 0, "0 or more")
 _positive_int = _number(int, 1, "1 or more")
 _seconds = _number(float, 0, "seconds, 0 or more")
@@ -137,11 +140,16 @@ class SympleOptions(usage.Options):
          "TCP). Env SYMPLE_SSL_KEY."],
         ["ssl-cert", None, None, "TLS certificate chain (PEM) for --port. Default: none. "
          "Env SYMPLE_SSL_CERT."],
-        ["max-message-size", None, 65536, "Largest accepted frame in bytes (larger: "
-         "error 413 and close).", _positive_int],
-        ["rate-limit", None, 100, "Frames a session may send per --rate-period "
-         "(token bucket; over it: error 429).", _positive_int],
-        ["rate-period", None, 10, "Seconds of the rate limit window.", _positive_seconds],
+        ["max-message-size", None, _DEFAULTS.max_message_size, "Largest accepted frame "
+         "in bytes (larger: error 413 and close).", _positive_int],
+        ["rate-limit", None, _DEFAULTS.rate_limit, "Frames one client (address and user, "
+         "all its connections) may send per --rate-period (token bucket; over it: error "
+         "429; far over it: close 4429).", _positive_int],
+        ["delivery-limit", None, _DEFAULTS.delivery_limit, "Deliveries one client's "
+         "frames may cause per --rate-period: a frame to a 500-member room costs 500 "
+         "(over it: error 429). 0: no limit.", _int],
+        ["rate-period", None, _DEFAULTS.rate_period, "Seconds of the rate and delivery "
+         "limits' window.", _positive_seconds],
         ["max-connections", None, 10000, "Connections per process (more: error 503 and "
          "close).", _positive_int],
         ["max-send-buffer", None, 1048576, "Unsent bytes queued for one peer before it "
@@ -269,6 +277,7 @@ class SympleOptions(usage.Options):
             redis_ca=self["redis-ca"],
             max_message_size=self["max-message-size"],
             rate_limit=self["rate-limit"],
+            delivery_limit=self["delivery-limit"],
             rate_period=self["rate-period"],
             max_connections=self["max-connections"],
             max_send_buffer=self["max-send-buffer"],

@@ -26,7 +26,8 @@ from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
 from .fastframe import FastTextFrames
 from .outbound import FlushScheduler, Outbound
-from .ratelimit import TokenBucket
+from .budgets import address_key
+from .ratelimit import Budgets
 from .router import Router
 from .session import Session
 from .wire import ProtocolError
@@ -102,12 +103,9 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         self._opened = True
         router.link_opened(self)
         settings = self.factory.settings
-        clock = self.factory.reactor.seconds
-        self._bucket = TokenBucket(settings.rate_limit, settings.rate_period, clock)
-        # Dropped frames spend from a second bucket of the same size: a peer that
-        # keeps sending over twice its rate runs it dry and is closed (4429),
-        # however its drops interleave with the frames that pass.
-        self._strikes = TokenBucket(settings.rate_limit, settings.rate_period, clock)
+        # Until auth says who it is, the connection has a budget of its own;
+        # then it shares its (address, user)'s, which outlives reconnects.
+        self._budget = self.factory.budgets.new()
         self._auth_timer = self.factory.reactor.callLater(
             settings.auth_timeout, self._auth_expired)
         transport = self.transport
@@ -126,6 +124,7 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
             self._auth_timer.cancel()
         router = self.factory.router
         if self.session is not None:
+            self.factory.budgets.release(self._budget)
             router.close_session(self.session)
         router.link_closed(self)
 
@@ -255,7 +254,7 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._sealed:
             return
-        if not self._bucket.take():
+        if not self._budget.frame():
             return self._rate_limited(payload)
         if isBinary:
             return self._refuse(ProtocolError(
@@ -294,17 +293,15 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
                 self.transport.resumeProducing()
 
     def _rate_limited(self, payload: bytes) -> None:
-        metrics = self.factory.router.metrics
-        metrics.drops["rate_limit"].inc()
+        self.factory.router.metrics.drops["rate_limit"].inc()
         try:  # the error repeats the dropped frame's id, when it has one
             frame: Optional[dict] = wire.decode(payload)
         except ProtocolError:
             frame = None
-        if not self._strikes.take():
-            metrics.disconnects["rate_limit"].inc()
-            return self._refuse(ProtocolError(
-                429, "Rate limit exceeded repeatedly: closing", close=True), frame)
-        self._refuse(ProtocolError(429, "Rate limit exceeded: frame dropped"), frame)
+        settings = self.factory.settings
+        self._refuse(ProtocolError(
+            429, f"Rate limit exceeded ({settings.rate_limit} frames per "
+                 f"{settings.rate_period:g} s): frame dropped"), frame)
 
     def _process(self, frame: dict) -> None:
         """Handle one frame; an asynchronous step holds the later frames back."""
@@ -348,6 +345,11 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         frame_id = error.frame_id
         if frame_id is None and frame is not None:
             frame_id = frame.get("id")
+        if error.status == 429 and not error.close and not self._budget.strike():
+            # Every frame refused for a budget spends a strike: a client that
+            # keeps sending far over its budget is closed (4429).
+            self.factory.router.metrics.disconnects["rate_limit"].inc()
+            error = ProtocolError(429, "Rate limit exceeded repeatedly: closing", close=True)
         self._write(wire.error(error.status, error.message, frame_id))
         if error.close:
             self.close(error.close_code, error.message)
@@ -367,7 +369,10 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
                 return
             if self._auth_timer is not None and self._auth_timer.active():
                 self._auth_timer.cancel()
+            self._budget = self.factory.budgets.acquire(
+                (address_key(self.host), identity.user), self._budget)
             self.session = self.factory.router.open_session(self, identity, self.host)
+            self.session.budget = self._budget
             if self.on_session is not None:
                 self.on_session()
 
@@ -402,6 +407,8 @@ class SympleServerFactory(WebSocketServerFactory):
         super().__init__(url=url, reactor=reactor)
         self.router = router
         self.settings = router.settings
+        self.budgets = Budgets(router.settings.rate_limit, router.settings.delivery_limit,
+                               router.settings.rate_period, self.reactor.seconds)
         self.authenticator = authenticator
         settings = self.settings
         self.setProtocolOptions(

@@ -138,6 +138,45 @@ class RateLimitTests(LimitTestCase):
         self.assertEqual(self.sample("symple_disconnects_total", reason="rate_limit"), 1)
 
 
+class BudgetAcrossReconnectsTests(LimitTestCase):
+    """Budgets belong to (client address, user): reconnecting does not refill them."""
+
+    limits = {"rate_limit": 5, "rate_period": 100.0, "delivery_limit": 6}
+
+    @defer.inlineCallbacks
+    def test_a_reconnect_keeps_the_spent_budget_another_user_has_its_own(self):
+        alice, bob = yield self.pair()
+        for n in range(4):  # the auth frame took one of alice's 5
+            alice.send_json({"type": "message", "subtype": "first", "data": n})
+        yield eventually(lambda: len(messages(bob, "first")) == 4, what="4 messages")
+        alice.transport.abortConnection()
+        yield alice.wait_closed()
+        again = yield self.peer("alice", rooms=["lobby"])  # this auth is over the budget too
+        again.send_json({"type": "message", "subtype": "second", "id": "late"})
+        error = yield again.expect("error")
+        self.assertEqual((error["status"], error["id"]), (429, "late"))
+        carol = yield self.peer("carol", rooms=["lobby"])
+        carol.send_json({"type": "message", "to": bob.address, "subtype": "carol"})
+        yield bob.expect(lambda f: f.get("subtype") == "carol", "carol's message")
+        self.assertEqual(errors(carol, 429), [])
+
+    @defer.inlineCallbacks
+    def test_deliveries_are_counted_per_recipient(self):
+        alice, bob = yield self.pair()
+        carol = yield self.peer("carol", rooms=["lobby"])
+        yield alice.expect("presence")
+        # Two recipients each: three frames fit in a delivery budget of 6, the fourth not.
+        for n in range(4):
+            alice.send_json({"type": "message", "subtype": "room", "data": n, "id": n})
+        error = yield alice.expect("error")
+        self.assertEqual((error["status"], error["id"]), (429, 3))
+        self.assertIn("Delivery budget exceeded", error["message"])
+        yield self.settle(bob, carol)
+        self.assertEqual([m["data"] for m in messages(bob, "room")], [0, 1, 2])
+        self.assertEqual([m["data"] for m in messages(carol, "room")], [0, 1, 2])
+        self.assertEqual(self.sample("symple_drops_total", reason="delivery_limit"), 1)
+
+
 class ConnectionLimitTests(LimitTestCase):
     limits = {"max_connections": 2}
 
@@ -313,3 +352,4 @@ class AnyOriginTests(HandshakeTestCase):
         for origin in ("https://evil.example", "null", None):
             head = yield self.handshake(origin)
             self.assertTrue(head.startswith(b"HTTP/1.1 101"), (origin, head[:80]))
+

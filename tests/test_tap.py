@@ -36,6 +36,7 @@ PARAMETERS = [
     ("redis", "redis://127.0.0.1:6379/2", "redis_url", "redis://127.0.0.1:6379/2"),
     ("max-message-size", "2048", "max_message_size", 2048),
     ("rate-limit", "7", "rate_limit", 7),
+    ("delivery-limit", "0", "delivery_limit", 0),
     ("rate-period", "2.5", "rate_period", 2.5),
     ("max-connections", "12", "max_connections", 12),
     ("max-send-buffer", "4096", "max_send_buffer", 4096),

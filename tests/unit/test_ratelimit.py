@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial import unittest
 
-from symple_tx.ratelimit import TokenBucket
+from symple_tx.ratelimit import Budgets, TokenBucket
 
 from tests.fakes import FakeClock
 
@@ -76,3 +76,67 @@ class TokenBucketTests(unittest.TestCase):
         bucket = TokenBucket(0, 10.0, self.clock)
         self.clock.advance(100)
         self.assertFalse(bucket.take())
+
+
+class CostTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = FakeClock()
+
+    def test_a_cost_spends_that_many_tokens(self):
+        bucket = TokenBucket(1000, 10.0, self.clock)
+        self.assertTrue(bucket.take(600))
+        self.assertFalse(bucket.take(500))
+        self.assertTrue(bucket.take(400))
+        self.assertFalse(bucket.take(1))
+
+    def test_a_cost_over_the_capacity_passes_on_a_full_bucket_and_leaves_a_debt(self):
+        bucket = TokenBucket(100, 10.0, self.clock)  # 10 tokens/s
+        self.assertTrue(bucket.take(300))
+        self.clock.advance(19.9)  # 199 of the 200 owed
+        self.assertFalse(bucket.take(1))
+        self.clock.advance(0.2)
+        self.assertTrue(bucket.take(1))
+
+
+class BudgetsTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = FakeClock()
+        self.budgets = Budgets(frames=5, deliveries=50, period=10.0, clock=self.clock)
+
+    def test_one_budget_per_key_shared_and_kept_after_release(self):
+        first = self.budgets.acquire(("192.0.2.1", "alice"))
+        for _ in range(5):
+            self.assertTrue(first.frame())
+        self.budgets.release(first)
+        again = self.budgets.acquire(("192.0.2.1", "alice"))  # a reconnect
+        self.assertIs(again, first)
+        self.assertFalse(again.frame())
+        other = self.budgets.acquire(("192.0.2.1", "bob"))
+        self.assertTrue(other.frame())
+
+    def test_a_new_key_starts_from_the_connections_own_spending(self):
+        own = self.budgets.new()
+        self.assertTrue(own.frame())
+        budget = self.budgets.acquire(("192.0.2.1", "alice"), own)
+        self.assertIs(budget, own)
+
+    def test_refilled_budgets_without_connections_are_forgotten(self):
+        held = self.budgets.acquire("held")
+        gone = self.budgets.acquire("gone")
+        gone.deliver(50)
+        self.budgets.release(gone)
+        self.clock.advance(5)
+        self.budgets.acquire("x")
+        self.assertIn("gone", self.budgets.entries)  # still owed: remembered
+        self.clock.advance(20)
+        self.budgets.acquire("y")
+        self.assertNotIn("gone", self.budgets.entries)
+        self.assertIs(self.budgets.entries["held"], held)
+
+    def test_strikes_are_at_most_the_frame_budget(self):
+        budget = self.budgets.new()
+        self.assertEqual(sum(budget.strike() for _ in range(10)), 5)
+
+    def test_a_delivery_limit_of_zero_is_no_limit(self):
+        budget = Budgets(5, 0, 10.0, self.clock).new()
+        self.assertTrue(all(budget.deliver(10_000) for _ in range(100)))
