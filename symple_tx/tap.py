@@ -168,8 +168,9 @@ class SympleOptions(usage.Options):
          _positive_seconds],
         ["drain-timeout", None, 10, "Seconds to wait for peers to close at shutdown.",
          _seconds],
-        ["node-timeout", None, 15, "With --redis: seconds after which the sessions of a "
-         "cluster process that went silent are announced offline.", _positive_seconds],
+        ["node-timeout", None, _DEFAULTS.node_timeout, "With --redis: seconds after which "
+         "the sessions of a cluster process that went silent are announced offline "
+         "(heartbeats every node-timeout/8, at most 1 s apart).", _positive_seconds],
         ["max-unauthenticated-per-address", None, 100, "Connections one client address "
          "(IPv6: its /64; with --trust-proxy the forwarded address) may hold before "
          "authenticating, HTTP ones included; more get HTTP 429. 0: no cap.", _int],

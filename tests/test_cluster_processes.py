@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import orjson
 from twisted.internet import defer, reactor
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
+
+from symple_tx.cluster import redis_bus
 
 from tests.cluster_support import (Node, PeersMixin, eventually, is_message, presence_of,
                                    private_redis)
+from tests.support import with_timeout
 
 #: --node-timeout of these processes: a silent process is declared dead after it.
 NODE_TIMEOUT = 2.0
@@ -218,3 +224,43 @@ def eventually_metric(test, index: int, name: str, at_least: float):
             return value
         if reactor.seconds() > deadline:
             raise AssertionError(f"{name} stayed at {value}")
+
+
+class DefaultFailureDetectionTests(ProcessClusterTestCase):
+    """With the default --node-timeout (4 s): a crash is announced within 5 s, and a
+    process whose event loop stalls for 2 s raises no false alarm."""
+
+    count = 2
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield private_redis(self)
+        self.processes = [Node(self, self.redis.url) for _ in range(self.count)]
+        yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)
+
+    @defer.inlineCallbacks
+    def test_sigkill_is_announced_within_five_seconds(self):
+        alice, bob = yield self.connected_pair(0, 1)
+        self.processes[1].kill()
+        killed_at = reactor.seconds()
+        yield with_timeout(alice.expect(presence_of(bob, False)), 6.0, "bob offline")
+        self.assertLess(reactor.seconds() - killed_at, 5.0)
+
+    @defer.inlineCallbacks
+    def test_a_two_second_stall_is_no_false_alarm(self):
+        alice, bob = yield self.connected_pair(0, 1)
+        yield bob.expect(presence_of(alice, True))
+        pid = self.processes[1].process.transport.pid
+        os.kill(pid, signal.SIGSTOP)  # its event loop (and everything else) stops
+        try:
+            yield deferLater(reactor, 2.0, lambda: None)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Past the point where a shorter timeout would have fired, both ways work.
+        yield deferLater(reactor, redis_bus.NODE_TIMEOUT - 2.0 + 0.5, lambda: None)
+        alice.send_json({"type": "message", "to": bob.address, "data": "after the stall"})
+        yield bob.expect(is_message("after the stall"))
+        bob.send_json({"type": "message", "to": alice.address, "data": "and back"})
+        yield alice.expect(is_message("and back"))
+        self.assertEqual([f for f in alice.received if presence_of(bob, False)(f)], [])
+        self.assertEqual([f for f in bob.received if presence_of(alice, False)(f)], [])

@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ..bus import Bus
+from ..config import Settings
 from ..redis.address import RedisAddress
 from ..redis.connect import Connection, Subscription
 from ..redis.keys import Keys
@@ -39,8 +40,24 @@ from .membership import Membership
 
 log = Logger()
 
-#: Default seconds after which a silent process's sessions are announced offline.
-NODE_TIMEOUT = 15.0
+#: Default seconds after which a silent process's sessions are announced offline
+#: (docs/clustering.md, "Failures": why 4 s).
+NODE_TIMEOUT = Settings.node_timeout
+
+
+def heartbeat_interval(node_timeout: float) -> float:
+    """Seconds between heartbeats: eight per node timeout, at least one a second.
+
+    A process is declared dead only after missing about eight in a row, so an
+    event loop that stalls for half the timeout (2 s of the default 4 s)
+    raises no false alarm, while a dead process is noticed within the timeout.
+    """
+    return min(1.0, node_timeout / 8)
+
+
+def reaper_interval(node_timeout: float) -> float:
+    """Seconds between checks for silent processes: the detection's granularity."""
+    return min(1.0, node_timeout / 15)
 #: Seconds to wait for the goodbye to reach Redis when stopping.
 BYE_TIMEOUT = 2.0
 #: Publishes Redis has not acknowledged yet; beyond this, messages are dropped.
@@ -124,8 +141,8 @@ class RedisBus(Bus):
     def start(self) -> None:
         self.publisher.start()
         self.subscriber.start()
-        self._beat.start(self.node_timeout / 5, now=False)
-        self._reaper.start(min(1.0, self.node_timeout / 15), now=False)
+        self._beat.start(heartbeat_interval(self.node_timeout), now=False)
+        self._reaper.start(reaper_interval(self.node_timeout), now=False)
 
     def stop(self) -> Deferred:
         """Say goodbye, so the others announce our sessions offline now, then disconnect."""
@@ -246,7 +263,9 @@ class RedisBus(Bus):
                      pexpire=ttl).addErrback(lambda _: None)
 
     def _expire(self) -> None:
-        limit = self.node_timeout - min(1.0, self.node_timeout / 15)
+        # Checked every reaper interval: expiring that much early keeps the
+        # announcement within the node timeout.
+        limit = self.node_timeout - reaper_interval(self.node_timeout)
         self.membership.expire(limit)
 
     # -- incoming ----------------------------------------------------------------

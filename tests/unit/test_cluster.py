@@ -164,3 +164,58 @@ class BackpressureTests(unittest.TestCase):
             bus.forward({"other": ["x"]}, b"{}", "message")
         self.assertEqual(silent.published, 5)
         self.assertEqual(bus.metrics.lost.labels("delivery")._value.get(), 3)
+
+
+class DefaultTimingTests(unittest.TestCase):
+    """The default node timeout: a crash is noticed within 5 s, a 2 s stall is not one."""
+
+    def setUp(self):
+        timeout = redis_bus.NODE_TIMEOUT
+        self.bus = RecordingBus("me", node_timeout=timeout)
+        self.control = self.bus.channels.control
+        self.alice, self.alice_link = connect(self.bus.router, "alice", ["lobby"])
+        self.bus.hear(self.control, "sync", "other",
+                      sessions=[state("b1", "bob", ["lobby"])], reply=False)
+        self.alice_link.take()
+        self.bus._reaper.start(redis_bus.reaper_interval(timeout), now=False)
+        self.addCleanup(self.bus._reaper.stop)
+
+    def beat(self, seconds: float) -> None:
+        """The other process beats on schedule for ``seconds``."""
+        interval = redis_bus.heartbeat_interval(redis_bus.NODE_TIMEOUT)
+        for _ in range(round(seconds / interval)):
+            self.bus.clock.advance(interval)
+            self.bus.hear(self.control, "beat", "other")
+
+    def test_the_defaults(self):
+        self.assertEqual(redis_bus.NODE_TIMEOUT, 4.0)
+        self.assertEqual(redis_bus.heartbeat_interval(redis_bus.NODE_TIMEOUT), 0.5)
+        self.assertEqual(redis_bus.heartbeat_interval(60.0), 1.0)
+
+    def test_a_dead_process_is_announced_offline_within_the_timeout(self):
+        self.beat(3.0)
+        died = self.bus.clock.seconds()
+        while "b1" in self.bus.router.sessions:
+            self.bus.clock.advance(0.01)
+            self.assertLess(self.bus.clock.seconds() - died, 5.0, "never announced")
+        self.assertLessEqual(self.bus.clock.seconds() - died, redis_bus.NODE_TIMEOUT)
+        [frame] = self.alice_link.take()
+        self.assertEqual((frame["data"]["id"], frame["data"]["online"]), ("b1", False))
+
+    def test_the_other_process_stalling_for_two_seconds_is_no_alarm(self):
+        self.beat(2.0)
+        for _ in range(200):  # it is stalled: no beats for 2 s
+            self.bus.clock.advance(0.01)
+        self.beat(0.5)  # it wakes up and beats again
+        self.beat(5.0)
+        self.assertIn("b1", self.bus.router.sessions)
+        self.assertEqual(self.alice_link.take(), [])
+
+    def test_our_own_loop_stalling_for_two_seconds_is_no_alarm(self):
+        self.beat(2.0)
+        # Our timers run late, all at once, before the beats that queued meanwhile.
+        self.bus.clock.advance(2.5)
+        self.bus.hear(self.control, "beat", "other")
+        self.beat(5.0)
+        self.assertIn("b1", self.bus.router.sessions)
+        self.assertEqual(self.alice_link.take(), [])
