@@ -54,6 +54,7 @@ def symple_command(port: int, *extra: str) -> list[str]:
     return [*twistd(), "-n", "--pidfile=", "symple",
             "--listen", f"tcp:{port}:interface={HOST}:backlog=1024",
             "--max-connections", "50000", "--rate-limit", "1000000", "--rate-period", "1",
+            "--delivery-limit", "0",
             "--no-demo", *extra]
 
 
@@ -62,8 +63,9 @@ def symple_port_command(port: int, *extra: str) -> list[str]:
     return [*twistd(), "-n", "--pidfile=", "symple", "--port", str(port), *extra]
 
 
-#: Lifts the per-connection rate limit for the runs that send more than 10 frames/s.
-UNLIMITED = ("--rate-limit", "1000000", "--rate-period", "1", "--ping-interval", "0")
+#: Lifts the rate budgets (frames and deliveries) for the runs that measure throughput.
+UNLIMITED = ("--rate-limit", "1000000", "--rate-period", "1", "--delivery-limit", "0",
+             "--ping-interval", "0")
 
 
 def node_command(directory: str) -> list[str]:
