@@ -6,6 +6,8 @@
 //   data-ice       the call's ICE connection state (new, checking, connected, ..., closed)
 //   data-call-end  why the last call ended (hangup, remote-hangup, rejected, busy, ...)
 //   data-call-peer "user|id" of the other side of the current call
+//   data-call-mode call | watch (a receive-only call to a media peer's stream) | ""
+//   data-mjpeg     the URL of the MJPEG stream shown, "" when none
 //   data-peer-id   this page's session id once online
 //   data-error     the last error message
 // Query parameters fill in the login form; with `user` present the page connects
@@ -124,9 +126,16 @@ function rosterItem(peer) {
       user: el("span", {className: "user"}),
       caps: el("span", {className: "caps"}),
       call: el("button", {type: "button", textContent: "Call", data: {action: "call"}}),
+      watch: el("button", {type: "button", textContent: "Watch", data: {action: "watch"},
+                           hidden: true}),
+      mjpeg: el("button", {type: "button", textContent: "MJPEG", data: {action: "mjpeg"},
+                           hidden: true}),
     };
-    item.li = el("li", {data: {peerId: peer.id}}, item.name, item.user, item.caps, item.call);
+    const actions = el("span", {className: "actions"}, item.watch, item.mjpeg, item.call);
+    item.li = el("li", {data: {peerId: peer.id}}, item.name, item.user, item.caps, actions);
     item.call.addEventListener("click", () => startCall(item.address));
+    item.watch.addEventListener("click", () => startCall(item.address, {receiveOnly: true}));
+    item.mjpeg.addEventListener("click", () => showMjpeg(item.mjpegUrl, item.name.textContent));
     rosterItems.set(peer.id, item);
   }
   const caps = peer.capabilities && typeof peer.capabilities === "object" ? peer.capabilities : {};
@@ -141,6 +150,13 @@ function rosterItem(peer) {
       ...names.map((key) => el("span", {className: "cap", textContent: key, data: {cap: key}})));
   }
   item.callable = Boolean(caps.call);
+  // A media peer (symple stream) offers its stream: watch it receive-only, or as MJPEG.
+  item.streams = Boolean(caps.stream);
+  item.mjpegUrl = typeof caps.mjpeg === "string" && /^https?:\/\//.test(caps.mjpeg)
+    ? caps.mjpeg : "";
+  item.watch.hidden = !item.streams;
+  item.mjpeg.hidden = !item.mjpegUrl;
+  item.call.hidden = item.streams && !item.callable;
   return item;
 }
 
@@ -151,7 +167,10 @@ function renderRoster() {
   const items = peers.map(rosterItem);
   const live = new Set(peers.map((peer) => peer.id));
   for (const id of rosterItems.keys()) if (!live.has(id)) rosterItems.delete(id);
-  for (const item of items) item.call.disabled = !idle || !item.callable;
+  for (const item of items) {
+    item.call.disabled = !idle || !item.callable;
+    item.watch.disabled = !idle;
+  }
   const list = $("#roster");
   const order = items.map((item) => item.li);
   if (order.length !== list.children.length || order.some((li, i) => list.children[i] !== li)) {
@@ -214,26 +233,37 @@ function attach(video, stream) {
   });
 }
 
-function startCall(address) {
+function startCall(address, options = {}) {
   try {
-    calls.call(address);
+    calls.call(address, options);
   } catch (err) {
     showError(`Call: ${err.message}`);
   }
 }
 
+/** Show a media peer's MJPEG stream (an <img>: the browser plays multipart JPEG itself). */
+function showMjpeg(url, name) {
+  body.dataset.mjpeg = url || "";
+  $("#mjpeg-figure").hidden = !url;
+  $("#mjpeg-caption").textContent = url ? `MJPEG from ${name}` : "";
+  if (url) $("#mjpeg-view").src = url;
+  else $("#mjpeg-view").removeAttribute("src");  // closes the HTTP stream
+}
+
 function onCallState({state, reason, remote}) {
   body.dataset.call = state;
   body.dataset.callPeer = remote || "";
+  const watching = calls.receiveOnly && state !== "idle";
+  body.dataset.callMode = state === "idle" ? "" : watching ? "watch" : "call";
   if (state === "ended") body.dataset.callEnd = reason;
   const who = remote ? displayName(remote) : "";
   const text = {
     idle: "No call",
-    calling: `Ringing ${who}…`,
+    calling: watching ? `Asking ${who} for its stream…` : `Ringing ${who}…`,
     ringing: `${who} is calling you`,
     connecting: `Connecting to ${who}…`,
-    "in-call": `In call with ${who}`,
-    ended: `Call ended: ${END_TEXT[reason] || reason}`,
+    "in-call": watching ? `Watching ${who}` : `In call with ${who}`,
+    ended: `${watching ? "Stream" : "Call"} ended: ${END_TEXT[reason] || reason}`,
   }[state];
   $("#call-status").textContent = text;
   $("#accept").hidden = $("#reject").hidden = state !== "ringing";
@@ -260,6 +290,7 @@ $("#chat-form").addEventListener("submit", sendChat);
 $("#accept").addEventListener("click", () => calls.accept());
 $("#reject").addEventListener("click", () => calls.reject());
 $("#hangup").addEventListener("click", () => calls.hangup());
+$("#mjpeg-close").addEventListener("click", () => showMjpeg(""));
 $("#unmute").addEventListener("click", () => {
   $("#remote-video").muted = false;
   $("#unmute").hidden = true;

@@ -6,7 +6,9 @@
 // frames of an earlier call are ignored.  The caller makes the offer after
 // the callee accepts; ICE candidates trickle both ways and are buffered until
 // the remote description is set.  A peer already in a call answers call:init
-// with call:reject {reason: "busy"}.
+// with call:reject {reason: "busy"}.  A caller that only wants to receive
+// (watching a media peer's stream) says so with call:init {receiveOnly: true}:
+// it starts no camera and offers receive-only audio and video.
 //
 // States: idle -> calling (we ring them) | ringing (they ring us) ->
 //         connecting -> in-call -> ended -> idle.
@@ -48,6 +50,7 @@ export class CallManager extends EventTarget {
     this.remote = null;        // "user|id" of the other side
     this.callId = null;
     this.direction = null;     // "out" | "in"
+    this.receiveOnly = false;  // an outgoing call that sends no media (watching a stream)
     this.pc = null;
     this.localStream = null;
     this.remoteStream = null;
@@ -68,14 +71,14 @@ export class CallManager extends EventTarget {
 
   // -- actions ------------------------------------------------------------
 
-  /** Ring `address` ("user|id"). */
-  call(address) {
+  /** Ring `address` ("user|id"); `receiveOnly` watches it without sending our camera. */
+  call(address, {receiveOnly = false} = {}) {
     if (this.busy) throw new Error(`already ${this.state}`);
     if (!parseAddress(address).id) throw new Error(`calls need "user|id", not ${address}`);
     this._reset();
-    Object.assign(this, {remote: address, callId: randomId(), direction: "out"});
+    Object.assign(this, {remote: address, callId: randomId(), direction: "out", receiveOnly});
     this._setState("calling");
-    this._signal("call:init");
+    this._signal("call:init", receiveOnly ? {receiveOnly: true} : {});
     this._ringTimer = setTimeout(() => this.hangup("no-answer"), this.options.ringTimeoutMs);
   }
 
@@ -164,7 +167,7 @@ export class CallManager extends EventTarget {
     clearTimeout(this._ringTimer);
     const callId = this.callId;
     this._setState("connecting");
-    await this._startMedia(callId);
+    if (!this.receiveOnly) await this._startMedia(callId);
     if (!this._current(callId)) return;
     const pc = this._createPeerConnection();
     const offer = await pc.createOffer();
@@ -279,10 +282,11 @@ export class CallManager extends EventTarget {
     const {pc, localStream, callId} = this;
     if (pc) pc.close();
     if (localStream) localStream.getTracks().forEach((track) => track.stop());
-    const remote = this.remote;
+    const {remote, receiveOnly} = this;
     this._reset();
     this.callId = callId;  // keep naming the ended call until idle
     this.remote = remote;
+    this.receiveOnly = receiveOnly;
     this.endReason = reason;
     this._setIce("closed");
     this._setState("ended", reason);
