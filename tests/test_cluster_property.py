@@ -87,10 +87,15 @@ class SimulatedRedis:
 
 
 class SimulatedBus(RedisBus):
-    """The real bus, publishing into ``SimulatedRedis`` instead of a connection."""
+    """The real bus, publishing into ``SimulatedRedis`` instead of a connection.
+
+    States of more than two sessions come in pages, so the interleavings and
+    outages Hypothesis picks also hit a state being read page by page.
+    """
 
     def __init__(self, router: Router, node: str, redis: SimulatedRedis) -> None:
         super().__init__(router, RedisAddress(), node_id=node, reactor=Clock())
+        self.sync_page = 2
         self.redis = redis
         self.up = True
         redis.attach(self)

@@ -10,7 +10,10 @@ process thus keeps its own clients' rosters right, with no coordination.
 
 ``sync`` carries a process's full state and is applied as a difference, so
 the same code serves a newcomer, a process back from a Redis outage, and any
-event lost on the way.
+event lost on the way.  A larger state comes in pages (``begin_sync``,
+``continue_sync``): the difference is taken once the last page is in, and
+the owner's live ``open``/``close`` events, which Redis delivers in order
+with its pages, keep it exact meanwhile.
 """
 
 from __future__ import annotations
@@ -45,12 +48,16 @@ NO_LINK = _NoLink()
 class Node:
     """Another process: when it was last heard of, and its sessions."""
 
-    __slots__ = ("id", "last_seen", "sessions")
+    __slots__ = ("id", "last_seen", "sessions", "reading", "unconfirmed")
 
     def __init__(self, node_id: str, now: float) -> None:
         self.id = node_id
         self.last_seen = now
         self.sessions: dict[str, Session] = {}
+        #: The snapshot of a paged state being read, and the mirrored sessions
+        #: it has not confirmed yet (closed once the last page is in).
+        self.reading: Optional[str] = None
+        self.unconfirmed: set[str] = set()
 
 
 class Membership:
@@ -79,6 +86,7 @@ class Membership:
         session_id = state.get("id")
         if not isinstance(session_id, str):
             raise ValueError("session state without an id")
+        node.unconfirmed.discard(session_id)
         if session_id in node.sessions:
             self._update(node.sessions[session_id], state)
             return
@@ -97,6 +105,7 @@ class Membership:
         self.router.admit(session, rooms)
 
     def close(self, node: Node, session_id: Any) -> None:
+        node.unconfirmed.discard(session_id)
         session = node.sessions.pop(session_id, None) if isinstance(session_id, str) else None
         if session is not None:
             self.router.close_session(session)
@@ -119,12 +128,40 @@ class Membership:
 
     def sync(self, node: Node, states: Iterable[dict]) -> None:
         """Make our mirror of ``node`` equal its full state."""
+        node.reading = None
+        node.unconfirmed = set()
         states = [s for s in states if isinstance(s, dict)]
         alive = {s.get("id") for s in states}
         for session_id in [i for i in node.sessions if i not in alive]:
             self.close(node, session_id)
         for state in states:
             self.open(node, state)
+
+    def begin_sync(self, node: Node, snap: str, states: Iterable[dict],
+                   complete: bool) -> None:
+        """The first page of ``node``'s paged state: mirror it, hold back the difference."""
+        if complete:
+            self.sync(node, states)
+            return
+        states = [s for s in states if isinstance(s, dict)]
+        node.reading = snap
+        node.unconfirmed = set(node.sessions)
+        for state in states:
+            self.open(node, state)
+
+    def continue_sync(self, node: Node, snap: str, states: Iterable[dict],
+                      complete: bool) -> bool:
+        """A further page; False (and nothing done) for a reading since replaced."""
+        if node.reading != snap:
+            return False
+        for state in states:
+            if isinstance(state, dict):
+                self.open(node, state)
+        if complete:
+            gone, node.unconfirmed, node.reading = node.unconfirmed, set(), None
+            for session_id in [i for i in node.sessions if i in gone]:
+                self.close(node, session_id)
+        return True
 
     def drop(self, node_id: str) -> int:
         """Forget a process that said goodbye or went silent; its sessions go offline."""

@@ -62,6 +62,14 @@ def reaper_interval(node_timeout: float) -> float:
 BYE_TIMEOUT = 2.0
 #: Publishes Redis has not acknowledged yet; beyond this, messages are dropped.
 MAX_IN_FLIGHT = 100_000
+#: Sessions per state message.  A process's state travels in pages the
+#: receiver asks for one at a time: Redis disconnects a subscriber with more
+#: than 32 MiB of pending output (``client-output-buffer-limit pubsub``), so
+#: a whole state in one message (about 250 bytes per session) could never
+#: reach anyone beyond ~115,000 sessions (docs/scaling.md).
+SYNC_PAGE = 1000
+#: Seconds a paged state's list of sessions is kept for the pages still to be asked for.
+SNAPSHOT_TTL = 60.0
 
 
 class BusMetrics:
@@ -108,6 +116,10 @@ class RedisBus(Bus):
         self.inbox = keys.node(self.node)
         self._control = keys.control
         self.node_timeout = node_timeout
+        self.sync_page = SYNC_PAGE
+        #: Paged states being read by other processes: snapshot id -> (session
+        #: ids at the time, last asked for).
+        self._snapshots: dict[str, tuple[list[str], float]] = {}
         self.publisher = Connection(address, reactor, listeners=[self])
         self.subscriber = Subscription(address, reactor, listeners=[self])
         for channel in (self._control, self.inbox):
@@ -248,10 +260,54 @@ class RedisBus(Bus):
                           "delivery")
 
     def _sync(self, channel: str, reply: bool) -> None:
-        router = self.router
-        states = [codec.session_state(s) for s in router.sessions.values() if s.node is None]
-        self._publish(channel, codec.event("sync", self.node, sessions=states, reply=reply),
+        """Our full state on ``channel``: one ``sync``, or the first page of a ``state``.
+
+        With more than a page of sessions, the rest is kept as a list of ids
+        (a snapshot); the receiver asks for the following pages one at a
+        time (``want``), so no message is larger than a page and the pace is
+        the reader's.
+        """
+        local = [s for s in self.router.sessions.values() if s.node is None]
+        page = self.sync_page
+        if len(local) <= page:
+            states = [codec.session_state(s) for s in local]
+            self._publish(channel, codec.event("sync", self.node, sessions=states,
+                                               reply=reply), "control")
+            return
+        snap = secrets.token_hex(4)
+        self._forget_snapshots()
+        self._snapshots[snap] = ([s.id for s in local[page:]], self.reactor.seconds())
+        states = [codec.session_state(s) for s in local[:page]]
+        self._publish(channel, codec.event("state", self.node, snap=snap, page=0,
+                                           sessions=states, more=True, reply=reply),
                       "control")
+
+    def _serve_page(self, requester: str, snap: Any, page: Any) -> None:
+        """Page ``page`` (from 1) of snapshot ``snap``: those of its sessions still here."""
+        kept = self._snapshots.get(snap) if isinstance(snap, str) else None
+        if kept is None or not isinstance(page, int) or page < 1:
+            # Forgotten (or never ours): start that process's reading afresh.
+            self._sync(self.channels.node(requester), reply=False)
+            return
+        ids, _ = kept
+        size = self.sync_page
+        chunk = ids[(page - 1) * size:page * size]
+        more = page * size < len(ids)
+        if more:
+            self._snapshots[snap] = (ids, self.reactor.seconds())
+        else:
+            del self._snapshots[snap]
+        sessions = self.router.sessions
+        states = [codec.session_state(sessions[i]) for i in chunk
+                  if i in sessions and sessions[i].node is None]
+        self._publish(self.channels.node(requester),
+                      codec.event("state", self.node, snap=snap, page=page,
+                                  sessions=states, more=more), "control")
+
+    def _forget_snapshots(self) -> None:
+        deadline = self.reactor.seconds() - SNAPSHOT_TTL
+        for snap in [k for k, (_, used) in self._snapshots.items() if used < deadline]:
+            del self._snapshots[snap]
 
     def _heartbeat(self) -> None:
         protocol = self.publisher.protocol
@@ -261,6 +317,23 @@ class RedisBus(Bus):
         ttl = max(1, int(self.node_timeout * 1000))
         protocol.set(self.channels.alive(self.node), "1", expire=None,
                      pexpire=ttl).addErrback(lambda _: None)
+
+    def _on_state(self, node: Any, event: dict) -> None:
+        """A page of another process's paged state; ask for the next one."""
+        snap, page = event.get("snap"), event.get("page")
+        if not isinstance(snap, str) or not isinstance(page, int):
+            raise ValueError("state without snapshot or page")
+        states = event.get("sessions") or ()
+        more = event.get("more") is True
+        if page == 0:
+            self.membership.begin_sync(node, snap, states, complete=not more)
+            if event.get("reply"):
+                self._sync(self.channels.node(node.id), reply=False)
+        elif not self.membership.continue_sync(node, snap, states, complete=not more):
+            return  # a page of a reading since started afresh
+        if more:
+            self._publish(self.channels.node(node.id),
+                          codec.event("want", self.node, snap=snap, page=page + 1), "control")
 
     def _expire(self) -> None:
         # Checked every reaper interval: expiring that much early keeps the
@@ -303,6 +376,13 @@ class RedisBus(Bus):
             if event.get("reply"):
                 self._sync(self.channels.node(origin), reply=False)
             return
+        if op == "state":
+            self._on_state(node, event)
+            return
+        if op == "want":
+            self._serve_page(origin, event.get("snap"), event.get("page"))
+            if not new:
+                return
         if new:
             # A process we do not mirror (new, or forgotten while silent):
             # ask for its full state instead of applying a partial change.
