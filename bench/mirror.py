@@ -118,6 +118,14 @@ def remote(server: ServerProcess) -> float:
     return cluster_metric(server.port, "symple_bus_remote_sessions")
 
 
+def busy_metric(server: ServerProcess, name: str) -> float:
+    """A metric of a process that may be too busy to answer within the timeout: -1 then."""
+    try:
+        return cluster_metric(server.port, name)
+    except OSError:  # urllib's timeouts and refusals
+        return -1
+
+
 def phase(feed: Feed, redis: Redis, observers: list[ServerProcess], op: str, count: int,
           rate: float = 0) -> dict:
     """Run one kind of event ``count`` times; what it cost each observer (and Redis)."""
@@ -140,6 +148,7 @@ def phase(feed: Feed, redis: Redis, observers: list[ServerProcess], op: str, cou
     # every process subscribes to the control channel, the simulated ones too
     subscribers = len(observers) + len(feed.nodes)
     return {"op": op, "count": count, "feed_elapsed": fed["elapsed"], "observers": results,
+            "feed_reconnects": fed["reconnects"],
             "redis_us_per_delivery": (redis.cpu_seconds() - redis_cpu) * 1e6
             / (count * subscribers)}
 
@@ -158,11 +167,15 @@ def rejoin(stack: ExitStack, redis: Redis, feed: Feed, sessions: int, timeout: f
         up = wait_for(lambda: cluster_metric(late.port, "symple_bus_up") == 1, 120,
                       "the new process to reach Redis", interval=0.02)
         try:
-            full = wait_for(lambda: remote(late) >= sessions, timeout,
+            full = wait_for(lambda: busy_metric(late, "symple_bus_remote_sessions") >= sessions,
+                            timeout,
                             "the new process to mirror everyone", interval=0.02)
         except RuntimeError:
-            return {"completed": False, "timeout_s": timeout, "mirrored": remote(late),
-                    "reconnects": cluster_metric(late.port, "symple_bus_reconnects_total")}
+            return {"completed": False, "timeout_s": timeout,
+                    "mirrored": busy_metric(late, "symple_bus_remote_sessions"),
+                    "reconnects": busy_metric(late, "symple_bus_reconnects_total"),
+                    "cpu_s": cpu_seconds(late.pid),
+                    "feed_cpu_s": cpu_seconds(feed.proc.pid) - feed_cpu}
         return {"completed": True, "from_start_s": full - start, "from_bus_up_s": full - up,
                 "cpu_s": cpu_seconds(late.pid), "rss": rss_bytes(late.pid),
                 "feed_cpu_s": cpu_seconds(feed.proc.pid) - feed_cpu,
@@ -236,14 +249,17 @@ def main() -> int:
           + " / ".join(f"{b / 1024:.2f} KiB" for b in results["rss_per_session"]))
     print(f"mirrored sessions after open: {mirrored}; bus reconnects of the measured "
           f"processes: {results['observer_reconnects']}")
-    sync = results["sync_bytes"]
-    print(f"sync message per simulated process: "
-          + ", ".join(f"{b / 1e6:.1f} MB" for b in sync)
-          + f" ({sum(sync) / sessions:.0f} bytes per session)")
+    whole = [w for w, _ in results["sync_bytes"]]
+    print("state per simulated process: "
+          + ", ".join(f"{w / 1e6:.1f} MB" for w in whole)
+          + f" ({sum(whole) / sessions:.0f} bytes per session); largest message: "
+          + ", ".join(f"{p / 1e6:.2f} MB" for _, p in results["sync_bytes"]))
     for r in results["rejoins"]:
         if not r["completed"]:
             print(f"rejoin of {sessions:,} sessions: NOT complete after {r['timeout_s']:.0f} s "
-                  f"({r['mirrored']:,.0f} mirrored, {r['reconnects']:.0f} bus reconnects)")
+                  f"({r['mirrored']:,.0f} mirrored, {r['reconnects']:.0f} bus reconnects, "
+                  f"its CPU {r['cpu_s']:.1f} s, the simulated processes' "
+                  f"{r['feed_cpu_s']:.1f} s)")
             continue
         print(f"rejoin of {sessions:,} sessions: {r['from_start_s']:.2f} s from process start, "
               f"{r['from_bus_up_s']:.2f} s from reaching Redis; its CPU {r['cpu_s']:.2f} s, "

@@ -133,20 +133,25 @@ class Feeder:
             yield task.deferLater(reactor, 0.001 if rate > 0 else 0, lambda: None)
             while self.unacknowledged() > MAX_UNACKNOWLEDGED:
                 yield task.deferLater(reactor, 0.001, lambda: None)
-        return {"op": op, "count": count, "elapsed": reactor.seconds() - start}
+        return {"op": op, "count": count, "elapsed": reactor.seconds() - start,
+                "reconnects": [r.bus.metrics.reconnects._value.get() for r in self.routers]}
 
     def unacknowledged(self) -> int:
         return max(len(r.bus.publisher.protocol.replyQueue.waiting)
                    if r.bus.publisher.protocol is not None else 0 for r in self.routers)
 
-    def sync_sizes(self) -> list[int]:
-        """What each process's bus publishes as its sync (the bus's own encoding)."""
+    def sync_sizes(self) -> list[list[int]]:
+        """Per process: bytes of its whole state as one message, and of its largest page."""
         sizes = []
         for router in self.routers:
+            bus = router.bus
             states = [codec.session_state(s) for s in router.sessions.values()
                       if s.node is None]
-            sizes.append(len(codec.event("sync", router.bus.node, sessions=states,
-                                         reply=False)))
+            page = getattr(bus, "sync_page", len(states)) or len(states)
+            sizes.append([len(codec.event("sync", bus.node, sessions=states, reply=False)),
+                          len(codec.event("state", bus.node, snap="00000000", page=0,
+                                          sessions=states[:page], more=True,
+                                          reply=False))])
         return sizes
 
 
