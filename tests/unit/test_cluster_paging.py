@@ -12,7 +12,7 @@ import orjson
 from twisted.trial import unittest
 
 from tests.fakes import connect, disconnect
-from tests.test_cluster_unit import RecordingBus, state
+from tests.unit.test_cluster import RecordingBus, state
 
 PAGE = 3
 
