@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from . import wire
 from .config import Settings
 from .hooks import AuthRejected, call_hook
+from .redis.store import StoreUnavailable
 from .session import Identity
 from .wire import ProtocolError
 
@@ -110,7 +111,11 @@ class Authenticator:
             if not request.token:
                 raise _refuse("Authentication failed: missing token")
             if self.store is not None:
-                stored = yield self.store.get(request.token)
+                try:
+                    stored = yield self.store.get(request.token)
+                except StoreUnavailable:
+                    raise _refuse("Authentication unavailable: the session store (Redis) "
+                                  "is unreachable; try again shortly", 503) from None
                 if not isinstance(stored, dict):
                     raise _refuse("Authentication failed: unknown token")
                 request.session = stored

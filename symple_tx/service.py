@@ -57,7 +57,9 @@ class SympleServer:
             address = RedisAddress.parse(settings.redis_url, settings.redis_ca)
             keys = Keys(settings.key_prefix, settings.cluster_prefix)
             self.pool = Pool(address, reactor, poolsize=4)
-            store = RedisSessionStore(self.pool.redis, keys.session_prefix)
+            pool = self.pool
+            store = RedisSessionStore(pool.redis, keys.session_prefix,
+                                      available=lambda: pool.connected)
             bus = RedisBus(None, address, keys, settings.node_timeout, reactor)
         self.router = Router(settings, self.metrics, SympleServerFactory.prepare, bus, reactor)
         self.health = Health(self.router)

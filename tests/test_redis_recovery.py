@@ -28,8 +28,8 @@ class LogCapture:
         return [line for line in self.lines if text in line]
 
 
-class RecoveryTests(ServerTestCase):
-    """A backend frame published as soon as /healthz is ok again is delivered."""
+class RedisRestartCase(ServerTestCase):
+    """A server on a redis-server of the test's own, which the test may stop and start."""
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -54,6 +54,10 @@ class RecoveryTests(ServerTestCase):
             self.assertLess(reactor.seconds(), deadline, f"/healthz stayed {code}: {body}")
             yield deferLater(reactor, 0.02, lambda: None)
 
+
+class RecoveryTests(RedisRestartCase):
+    """A backend frame published as soon as /healthz is ok again is delivered."""
+
     @defer.inlineCallbacks
     def test_frame_published_right_after_healthz_ok_is_delivered(self):
         yield self.wait_health(200)
@@ -74,6 +78,33 @@ class RecoveryTests(ServerTestCase):
             # The session store is back too: a command through its pool answers.
             self.assertTrue(self.server.pool.connected)
             self.assertIsNone((yield self.server.redis.get("symple:session:none")))
+
+
+class StoreOutageTests(RedisRestartCase):
+    """A token lookup while Redis is away is refused at once, saying why, not timed out."""
+
+    def make_settings(self) -> Settings:
+        return Settings(redis_url=self.redis.url, demo=False, authentication=True)
+
+    @defer.inlineCallbacks
+    def test_auth_while_redis_is_away_is_503_and_works_once_back(self):
+        yield self.wait_health(200)
+        self.redis.command("SET", "symple:session:tok", '{"user": "alice"}')
+        yield self.redis.stop()
+        yield self.wait_health(503)
+        peer = yield self.connect()
+        peer.send_json({"type": "auth", "user": "alice", "token": "tok"})
+        error = yield peer.expect("error")
+        self.assertEqual(error["status"], 503)
+        self.assertIn("session store (Redis) is unreachable", error["message"])
+        code, _ = yield peer.wait_closed()
+        self.assertEqual(code, 4503)
+        yield self.redis.start()
+        yield self.wait_health(200)
+        self.redis.command("SET", "symple:session:tok", '{"user": "alice"}')  # a fresh Redis
+        peer = yield self.connect()
+        welcome = yield peer.auth("someone", token="tok")
+        self.assertEqual(welcome["peer"]["user"], "alice")
 
 
 class OutageLogTests(ServerTestCase):

@@ -538,12 +538,9 @@ class Outage:
         self._down(why)
 
     def _down(self, why: str) -> None:
-        if self._said_down or not connection_running(self.connections):
+        if self._said_down or not any(c.running for c in self.connections):
             return
         self._said_down = True
         log.warn("Cannot reach Redis at {address} ({why}); retrying; {served}",
                  address=str(self.address), why=why, served=self.served)
 
-
-def connection_running(connections: Iterable[Connection]) -> bool:
-    return any(c.running for c in connections)

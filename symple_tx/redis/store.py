@@ -6,10 +6,10 @@ Python backends can issue tokens for the same server.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import orjson
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from .keys import Keys
 
@@ -17,15 +17,29 @@ from .keys import Keys
 SESSION_PREFIX = Keys().session_prefix
 
 
-class RedisSessionStore:
-    """Reads and extends stored sessions through a txredisapi command interface."""
+class StoreUnavailable(ConnectionError):
+    """The session store cannot be asked right now (Redis is unreachable)."""
 
-    def __init__(self, redis: Any, prefix: str = SESSION_PREFIX) -> None:
+
+class RedisSessionStore:
+    """Reads and extends stored sessions through a txredisapi command interface.
+
+    With ``available`` (the server's pool: connected or not), a lookup while
+    Redis is away fails at once with ``StoreUnavailable`` instead of waiting
+    for a connection, so the peer hears why instead of timing out.
+    """
+
+    def __init__(self, redis: Any, prefix: str = SESSION_PREFIX,
+                 available: Optional[Callable[[], bool]] = None) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.available = available
 
     def get(self, token: str) -> Deferred:
         """Fires with the stored object, or None when unknown (or not a JSON object)."""
+        if self.available is not None and not self.available():
+            return fail(StoreUnavailable("the session store (Redis) is unreachable"))
+
         def parse(raw: Any) -> Optional[dict]:
             if raw is None:
                 return None
