@@ -332,13 +332,18 @@ class Call:
             future.cancel()
 
     async def next_video_frame(self) -> Any:
-        """The next decoded frame the other side sends (outgoing calls)."""
+        """The next decoded frame the other side sends (outgoing calls); CallEnded after."""
         import asyncio
-        if self.remote_video is None:
-            future = asyncio.get_running_loop().create_future()
-            self._track_waiters.append(future)
-            await future
-        return await self.remote_video.recv()  # type: ignore[union-attr]
+
+        from aiortc.mediastreams import MediaStreamError
+        try:
+            if self.remote_video is None:
+                future = asyncio.get_running_loop().create_future()
+                self._track_waiters.append(future)
+                await future
+            return await self.remote_video.recv()  # type: ignore[union-attr]
+        except (MediaStreamError, asyncio.CancelledError):
+            raise CallEnded(self.end_reason or "ended") from None
 
     def _ice_changed(self, state: str) -> None:
         self.ice_state = state
