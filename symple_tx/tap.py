@@ -154,12 +154,12 @@ class SympleOptions(usage.Options):
          "close).", _positive_int],
         ["max-send-buffer", None, 1048576, "Unsent bytes queued for one peer before it "
          "is disconnected as a slow consumer (4008).", _positive_int],
-        ["max-rooms", None, 100, "Named rooms one session may be in (auth rooms, stored "
-         "session rooms and joins together; its user room is not counted); more: error "
-         "400 at auth, 403 on join.", _positive_int],
-        ["max-presence-size", None, 8192, "Largest presence data a session may have stored, "
-         "in bytes of JSON (auth data or a presence frame's data); more: error 413.",
-         _positive_int],
+        ["max-rooms", None, _DEFAULTS.max_rooms, "Named rooms one session may be in "
+         "(auth rooms, stored session rooms and joins together; its user room is not "
+         "counted); more: error 400 at auth, 403 on join.", _positive_int],
+        ["max-presence-size", None, _DEFAULTS.max_presence_size, "Largest presence data "
+         "a session may have stored, in bytes of JSON (auth data or a presence frame's "
+         "data); more: error 413.", _positive_int],
         ["auth-timeout", None, 10, "Seconds a connection has to authenticate (error 408); "
          "also the deadline for a request head and for each HTTP request.",
          _positive_seconds],
@@ -171,11 +171,13 @@ class SympleOptions(usage.Options):
         ["node-timeout", None, _DEFAULTS.node_timeout, "With --redis: seconds after which "
          "the sessions of a cluster process that went silent are announced offline "
          "(heartbeats every node-timeout/8, at most 1 s apart).", _positive_seconds],
-        ["max-unauthenticated-per-address", None, 100, "Connections one client address "
+        ["max-unauthenticated-per-address", None,
+         _DEFAULTS.max_unauthenticated_per_address, "Connections one client address "
          "(IPv6: its /64; with --trust-proxy the forwarded address) may hold before "
          "authenticating, HTTP ones included; more get HTTP 429. 0: no cap.", _int],
-        ["address-connection-rate", None, 200, "New connections one client address may "
-         "open per 10 s (token bucket); more get HTTP 429. 0: no cap.", _int],
+        ["address-connection-rate", None, _DEFAULTS.address_connection_rate, "New "
+         "connections one client address may open per 10 s (token bucket); more get "
+         "HTTP 429. 0: no cap.", _int],
         ["budget-exempt", None, None, "Networks the two per-address budgets do not count "
          "(comma-separated, or none). Default: 127.0.0.0/8,::1 (a local proxy or tool).",
          _networks],

@@ -86,7 +86,8 @@ class RateTests(RawTestCase):
     def test_reconnecting_in_a_loop_is_refused_past_the_rate(self):
         statuses = []
         for _ in range(15):
-            client = yield self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            client = yield self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                                    b"Connection: close\r\n\r\n")
             yield with_timeout(client.lost, what="an answer")
             statuses.append(client.status)
         self.assertEqual(statuses, [200] * 10 + [429] * 5)
