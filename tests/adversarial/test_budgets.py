@@ -20,6 +20,26 @@ from tests.support import with_timeout
 HANDSHAKE = UPGRADE + b"\r\n"
 
 
+class TwoHundredSilentSocketsTests(RawTestCase):
+    """The row as found: 200 sockets of one host that say nothing, default budgets."""
+
+    settings = Settings(max_connections=150, budget_exempt=(), auth_timeout=30)
+
+    @defer.inlineCallbacks
+    def test_two_hundred_silent_sockets_leave_room_for_others(self):
+        clients = []
+        for _ in range(200):
+            client = yield self.raw(HANDSHAKE)
+            clients.append(client)
+        for client in clients:
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+        statuses = [client.status for client in clients]
+        limit = Settings().max_unauthenticated_per_address
+        self.assertEqual((statuses.count(101), statuses.count(429)), (limit, 200 - limit))
+        bystander = yield self.peer_from("127.0.0.2", "bystander")
+        self.assertEqual(bystander.welcome["type"], "welcome")
+
+
 class SilentSocketsTests(RawTestCase):
     settings = Settings(max_connections=60, max_unauthenticated_per_address=20,
                         budget_exempt=(), auth_timeout=30)

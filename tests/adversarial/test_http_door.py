@@ -32,6 +32,14 @@ class BodyTests(RawTestCase):
         self.assertIn(b"\r\nConnection: close\r\n", received)
 
     @defer.inlineCallbacks
+    def test_a_body_trickled_a_byte_at_a_time_is_not_waited_for(self):
+        """The row: a body at one byte per 1.8 s kept its connection open for ever."""
+        client = yield self.raw(b"POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Length: 1000\r\n\r\nx")
+        yield with_timeout(client.lost, what="405 and close, without waiting for the body")
+        self.assertEqual(client.status, 405)
+
+    @defer.inlineCallbacks
     def test_get_with_a_body_is_refused(self):
         client = yield self.raw(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         yield with_timeout(client.lost, what="413 and close")
