@@ -2,7 +2,9 @@
 
 The master is killed while peers talk; the Sentinels promote the replica and
 the servers, pointed at the Sentinels with ``redis+sentinel://``, follow it
-without a restart.
+without a restart: the cluster bus, ``symple:broadcast`` and the session
+store.  The backend publishing frames and storing tokens (``Emitter``)
+follows it too.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ import subprocess
 import tempfile
 from typing import Any, Optional
 
-import orjson
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial import unittest
 
+from symple_tx.emitter import Emitter
 from tests.cluster_support import (Node, PeersMixin, RedisServer, _listening, is_message,
                                    presence_of, require_redis_server)
 from tests.support import eventually, free_port
@@ -132,16 +134,28 @@ class SentinelFailoverTests(PeersMixin, unittest.TestCase):
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         url = f"redis+sentinel://:{PASSWORD}@{hosts}/{SERVICE}/0"
         self.processes = [Node(self, url, "--node-timeout", str(NODE_TIMEOUT),
-                               "--rate-limit", "100000")
+                               "--rate-limit", "100000", "--authentication")
                           for _ in range(2)]
         yield defer.gatherResults([p.start() for p in self.processes], consumeErrors=True)
+        # the backend: tokens and broadcast frames, through the Sentinels too
+        self.backend = Emitter.from_url(url)
+        self.addCleanup(self.backend.redis.disconnect)
+        for user in ("alice", "bob", "carol", "dave"):
+            yield self.backend.create_session(f"token-{user}", {"user": user,
+                                                                "rooms": ["lobby"]})
+        yield eventually(lambda: self.replica.command("EXISTS", "symple:session:token-dave")
+                         .strip() == "1", what="the tokens on the replica")
+
+    def login(self, node: Node, user: str):
+        """``user`` on ``node`` with the stored token: in room "lobby"."""
+        return self.peer_on(node.port, user, token=f"token-{user}")
 
     @defer.inlineCallbacks
     def test_servers_follow_the_promoted_replica_without_a_restart(self):
         a, b = self.processes
-        alice = yield self.peer_on(a.port, "alice", rooms=["lobby"])
-        carol = yield self.peer_on(a.port, "carol", rooms=["lobby"])
-        bob = yield self.peer_on(b.port, "bob", rooms=["lobby"])
+        alice = yield self.login(a, "alice")
+        carol = yield self.login(a, "carol")
+        bob = yield self.login(b, "bob")
         for peer, others in ((alice, (bob, carol)), (bob, (alice, carol)),
                              (carol, (alice, bob))):
             for other in others:
@@ -190,14 +204,15 @@ class SentinelFailoverTests(PeersMixin, unittest.TestCase):
             alice.send_json({"type": "message", "to": bob.address, "data": "across"})
             yield deferLater(reactor, 0.1, lambda: None)
         # ... and so are backend frames on symple:broadcast, on both processes
-        frame = orjson.dumps({"type": "message", "from": "backend", "to": "lobby",
-                              "data": "announcement"}).decode()
         while not (any(is_message("announcement")(f) for f in bob.received)
                    and any(is_message("announcement")(f) for f in alice.received)):
             self.assertLess(reactor.seconds() - promoted, RECOVERY,
                             "backend frames did not arrive after the failover")
-            self.replica.command("PUBLISH", "symple:broadcast", frame)
+            yield self.backend.sender("bot|backend").to("lobby").send("announcement")
             yield deferLater(reactor, 0.1, lambda: None)
+        # ... and the session store: a token stored before the failover still logs in
+        dave = yield self.login(b, "dave")
+        yield alice.expect(presence_of(dave, True))
         yield eventually(lambda: health["a"][-1] == 200 and health["b"][-1] == 200,
                          what="/healthz ok on both processes")
         local.stop()
@@ -221,13 +236,14 @@ class SentinelFailoverTests(PeersMixin, unittest.TestCase):
 
         # no duplicated or phantom peer in any roster, on either process
         bob.send_json({"type": "message", "data": "marker"})
-        yield alice.expect(is_message("marker"))
-        yield carol.expect(is_message("marker"))
+        for peer in (alice, carol, dave):
+            yield peer.expect(is_message("marker"))
         expected = {"alice": [alice.session_id], "bob": [bob.session_id],
-                    "carol": [carol.session_id]}
-        for peer, user in ((alice, "alice"), (bob, "bob"), (carol, "carol")):
+                    "carol": [carol.session_id], "dave": [dave.session_id]}
+        for peer, user in ((alice, "alice"), (bob, "bob"), (carol, "carol"),
+                           (dave, "dave")):
             self.assertEqual(roster(peer), {u: ids for u, ids in expected.items() if u != user})
-        for node, others in ((a, 1), (b, 2)):
+        for node, others in ((a, 2), (b, 2)):
             mirrored = yield node.metric("symple_bus_remote_sessions")
             self.assertEqual(mirrored, others)
         self.assertLessEqual(sum(1 for f in bob.received if is_message("across")(f)), n)
