@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import orjson
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial import unittest
 
 from symple_tx.config import Settings
 from symple_tx.service import SympleServer, SympleService
-from tests.cluster_support import RedisServer, private_redis, require_redis_server
-from tests.support import ServerTestCase, eventually, http_get
+from tests.cluster_support import (SOURCE_ROOT, RedisServer, private_redis,
+                                   require_redis_server)
+from tests.support import (ServerTestCase, clean_environment, eventually, free_port, http_get,
+                           spawn_twistd)
 
 
 class LogCapture:
@@ -162,3 +166,44 @@ class StopWhileDownTests(ServerTestCase):
         yield self.service.stopService()
         self.service = SympleService(SympleServer(Settings()))  # cleanup stops this one
         self.assertEqual(len(self.log.matching("Cannot reach Redis")), 1)
+
+
+class TwistdOutageLogTests(unittest.TestCase):
+    """``twistd -n symple --redis URL`` as a person runs it: one line for the outage, one
+    for the return, however many retries in between."""
+
+    @defer.inlineCallbacks
+    def test_retries_print_nothing_between_the_two_lines(self):
+        require_redis_server(self)
+        redis = RedisServer()  # its port; started later
+        self.addCleanup(redis.cleanup)
+        # Until then something holds the port that hangs up on every connection:
+        # each attempt is counted, and each fails the same way.
+        attempts = []
+
+        class HangUp(Protocol):
+            def connectionMade(self):
+                attempts.append(1)
+                self.transport.loseConnection()
+        impostor = reactor.listenTCP(redis.port, Factory.forProtocol(HangUp),
+                                     interface="127.0.0.1")
+        self.addCleanup(impostor.stopListening)
+        port = free_port()
+        process = spawn_twistd(self, ["symple", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                                      "--redis", redis.url, "--no-demo"],
+                               env=clean_environment(PYTHONPATH=SOURCE_ROOT))
+        # Six connections (bus publisher and subscriber, four for the session store),
+        # each retried: several rounds of backoff.
+        yield eventually(lambda: len(attempts) >= 18, seconds=30, what="18 attempts")
+        code, _, body = yield http_get(f"http://127.0.0.1:{port}/healthz")
+        self.assertEqual((code, orjson.loads(body)["problems"]), (503, ["redis unreachable"]))
+        yield impostor.stopListening()
+        yield redis.start()
+        yield eventually(lambda: "is back" in process.text, seconds=30, what="the back line")
+        where = f"127.0.0.1:{redis.port}"
+        lines = [line.split("] ", 1)[-1] for line in process.text.splitlines()
+                 if "Redis" in line or "retry" in line.lower()]
+        self.assertEqual(lines, [f"Cannot reach Redis at {where} (the server closed the "
+                                 f"connection); retrying; local sessions are served",
+                                 f"Redis at {where} is back"], process.text)
+        self.assertNotIn("Traceback", process.text)

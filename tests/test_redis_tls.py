@@ -21,8 +21,8 @@ from symple_tx.config import Settings
 from symple_tx.emitter import Emitter, Sessions
 from symple_tx.redis import RedisAddress
 from symple_tx.redis.connect import Connection, connect_once
-from symple_tx.service import SympleServer
 from symple_tx.redis.store import StoreUnavailable
+from symple_tx.service import SympleServer
 from tests.cluster_support import _listening, require_redis_server
 from tests.process_support import CliMixin
 from tests.support import eventually, free_port, with_timeout

@@ -25,7 +25,8 @@ from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import wrapClientTLS
-from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
+from twisted.internet.error import (ConnectError, ConnectionDone, ConnectionLost,
+                                    ConnectionRefusedError, DNSLookupError)
 from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory
@@ -91,6 +92,8 @@ def reason(failure: Failure) -> str:
         return "timed out"
     if isinstance(error, DNSLookupError):
         return "unknown host"
+    if isinstance(error, (ConnectionDone, ConnectionLost)):
+        return "the server closed the connection"
     text = failure.getErrorMessage()
     if failure.check(ConnectError) and error.osError is not None:  # type: ignore[union-attr]
         text = str(error.osError)  # type: ignore[union-attr]
@@ -176,7 +179,9 @@ class _Subscriber(_Verified, txredisapi.SubscriberProtocol):
 
 
 class _Attempt(Factory):
-    """The factory handed to the endpoint for one attempt."""
+    """The factory handed to the endpoint for one attempt (quiet: no line per attempt)."""
+
+    noisy = False
 
     def __init__(self, factory: _Factory) -> None:
         self.factory = factory
@@ -284,8 +289,22 @@ class Connection:
             self._usable(protocol)
 
     def _usable(self, protocol: Any) -> None:
-        """AUTH and SELECT are done: the connection is ready (subscribers subscribe first)."""
-        self._ready(protocol)
+        """AUTH and SELECT are done; a PING proves the far end is a Redis that answers
+        (without a password txredisapi counts a bare TCP connection as ready)."""
+        d = protocol.ping()
+        d.addCallback(self._answered, protocol)
+        d.addErrback(self._ping_failed, protocol)
+
+    def _answered(self, reply: Any, protocol: Any) -> None:
+        if isinstance(reply, Exception):  # an error reply, should one come back as a value
+            return self._ping_failed(Failure(reply), protocol)
+        if protocol is self._current and self._running:
+            self._ready(protocol)
+
+    def _ping_failed(self, failure: Failure, protocol: Any) -> None:
+        if protocol is self._current and protocol.transport is not None:
+            self.factory.refusal = f"PING failed: {failure.getErrorMessage()}"
+            protocol.transport.loseConnection()
 
     def _ready(self, protocol: Any) -> None:
         self._stop_login_timer()
