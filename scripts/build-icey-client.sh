@@ -4,7 +4,9 @@
 #
 #   bash scripts/build-icey-client.sh SOURCE_DIR BUILD_DIR
 #
-# SOURCE_DIR is an icey checkout (git clone https://github.com/nilstate/icey);
+# SOURCE_DIR is an icey checkout (git clone https://github.com/nilstate/icey)
+# or a bare clone of it (git clone --bare ...), whose HEAD is then exported
+# into BUILD_DIR/source without data/ (sample media, not needed);
 # BUILD_DIR receives the build.  Nothing is downloaded: icey's USE_SYSTEM_DEPS
 # switch makes it use system libuv, zlib, OpenSSL and nlohmann-json, and llhttp
 # is compiled from the sources Debian ships in node-llhttp (it has no -dev
@@ -27,6 +29,15 @@ mkdir -p "$2"
 build=$(cd "$2" && pwd)
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
+if [ ! -d "$src/src" ] && git --git-dir="$src" rev-parse --verify -q HEAD >/dev/null; then
+    export_dir="$build/source"
+    rm -rf "$export_dir"
+    mkdir -p "$export_dir"
+    paths=$(git --git-dir="$src" ls-tree --name-only HEAD | grep -vx data || true)
+    # shellcheck disable=SC2086  # one argument per top-level path
+    git --git-dir="$src" archive HEAD -- $paths | tar -x -C "$export_dir"
+    src="$export_dir"
+fi
 if [ ! -f "$src/src/symple/CMakeLists.txt" ]; then
     echo "$src does not look like an icey checkout (no src/symple)" >&2
     exit 2
