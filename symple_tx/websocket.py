@@ -315,7 +315,8 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
         except Exception:
             log.failure("Error while handling a frame")
             return self._refuse(ProtocolError(500, "Internal server error"), frame)
-        if isinstance(result, Deferred):
+        # None first: Deferred is generic, so isinstance() is an ABC check.
+        if result is not None and isinstance(result, Deferred):
             self._busy = True
             result.addErrback(self._refuse_failure, frame)
             result.addBoth(self._resume)
