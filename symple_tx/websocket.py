@@ -47,6 +47,12 @@ def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
     return getattr(peer, "host", None) or "local"
 
 
+#: Stands in for Autobahn's send queue: always empty, never appended to.
+_NO_SEND_QUEUE = ()
+_HANDSHAKE_STATE = ("http_request_data", "http_headers", "http_response_data",
+                    "http_request_params")
+
+
 @implementer(IPushProducer)
 class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     """One peer connection."""
@@ -76,6 +82,12 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
     def connectionMade(self) -> None:
         self._out = Outbound(self.transport, self.factory.flusher)
         super().connectionMade()
+        # Every write goes through self._out, so Autobahn's queue for chopped
+        # and synchronous sends (a deque, 0.7 KB) is never used; nor is its
+        # UTF-8 validator (a native object) while validation is off.
+        self.send_queue = _NO_SEND_QUEUE
+        if not self.utf8validateIncoming:
+            self.utf8validator = None
 
     def connectionLost(self, reason: Any = None) -> None:
         self._out.discard()
@@ -94,6 +106,10 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
                                 settings.trust_proxy)
 
     def onOpen(self) -> None:
+        # Autobahn keeps the request head, its parsed headers and the response
+        # for the life of the connection; only the handshake reads them.
+        for name in _HANDSHAKE_STATE:
+            setattr(self, name, None)
         router = self.factory.router
         if router.draining:
             return self._refuse_connection(503, "Server is shutting down")

@@ -31,3 +31,14 @@ class TransportTuningTests(ServerTestCase):
         yield self.peer("alice")
         [link] = self.server.router.links
         self.assertEqual(link.autoPingInterval, 7)
+
+    @defer.inlineCallbacks
+    def test_an_idle_peer_holds_no_handshake_or_unused_parser_state(self):
+        """Memory per idle connection: what only the handshake or unused options need is let go."""
+        peer = yield self.peer("alice")
+        [link] = self.server.router.links
+        for name in ("http_request_data", "http_headers", "http_response_data"):
+            self.assertIsNone(getattr(link, name), name)
+        self.assertEqual(link.send_queue, ())
+        self.assertIsNone(link.utf8validator)
+        yield peer.round_trip()  # and it still works
