@@ -149,7 +149,8 @@ class DefaultLimitChecks(PeersMixin):
         self.assertEqual({f["status"] for f in refusals}, {429})
         self.assertIn("Delivery budget exceeded", refusals[0]["message"])
         self.assertIn("closing", refusals[-1]["message"])
-        # Deliveries ran out first: about 50 000 / 499 frames passed, not 1 000.
+        # Deliveries ran out first: about 50 000 / 499 = 100 frames passed (plus the
+        # 10 a second that refill while the flood is handled), not 1 000.
         yield eventually(lambda: len(texts(carol, "bob")) == sent, seconds=20,
                          what="bob's messages")
         self.assertEqual(texts(carol, "bob"), list(range(sent)))
@@ -157,7 +158,7 @@ class DefaultLimitChecks(PeersMixin):
         yield eventually(lambda: len(texts(carol, "flood")) >= 90, seconds=20,
                          what="the flood frames that passed")
         flood = texts(carol, "flood")
-        self.assertLessEqual(len(flood), 110)
+        self.assertLessEqual(len(flood), 150)
         self.assertEqual(flood, list(range(len(flood))))
         self.assertEqual([f for f in bob.received if f.get("type") == "error"], [])
         self.assertIsNone(bob.close_code)
