@@ -7,7 +7,8 @@ skipped, since the client is third-party C++ that is not part of this
 repository.
 
 Two C++ clients connect to a real server on a loopback port with the
-default settings, each joins "public" (the sample does so once online),
+default settings (and, in ``ClusterTests``, one to each of two servers
+sharing a private Redis), each joins "public" (the sample does so once online),
 they see each other, exchange messages both ways, join and leave another
 room, and quit.  The icey client treats *any* ``error`` frame as fatal (it
 drops the connection), so the server must answer nothing in that flow with
@@ -22,8 +23,10 @@ import re
 from typing import Any, Optional
 
 from twisted.internet import defer, error, protocol, reactor
+from twisted.trial import unittest
 
 from symple_tx import wire
+from tests.cluster_support import InProcessCluster, private_redis
 from tests.support import ServerTestCase, eventually
 
 CONSOLE = os.environ.get("SYMPLE_ICEY_CONSOLE")
@@ -74,24 +77,39 @@ class Console(protocol.ProcessProtocol):
         return self.exited
 
 
-class IceyInteropTests(ServerTestCase):
-    def setUp(self):
-        if not CONSOLE:
-            self.skipTest("set SYMPLE_ICEY_CONSOLE to a built icey sympleconsole "
-                          "(scripts/build-icey-client.sh) to run the C++ interop check")
-        if not os.access(CONSOLE, os.X_OK):
-            self.fail(f"SYMPLE_ICEY_CONSOLE={CONSOLE} is not an executable")
-        return super().setUp()
+def require_console(test: unittest.TestCase) -> None:
+    if not CONSOLE:
+        raise unittest.SkipTest("set SYMPLE_ICEY_CONSOLE to a built icey sympleconsole "
+                                "(scripts/build-icey-client.sh) to run the C++ interop check")
+    if not os.access(CONSOLE, os.X_OK):
+        test.fail(f"SYMPLE_ICEY_CONSOLE={CONSOLE} is not an executable")
+
+
+class IceyChecks:
+    """The check, against the servers of ``self.servers``; client N uses ``self.ports[N]``."""
+
+    servers: list
+    ports: list[int]
 
     def record(self) -> None:
-        """Spy on the server: what the clients send, every error it builds, every delivery."""
+        """Spy on the servers: what the clients send, every error built, every delivery."""
         self.sent: list[dict] = []
         self.errors: list[bytes] = []
         self.deliveries: list[tuple[dict, set[str]]] = []
-        router = self.server.router
-        authenticator = self.server.authenticator
-        handle, authenticate, fanout = router.handle, authenticator.authenticate, router.fanout
         real_error = wire.error
+
+        def spy_error(*args, **kwargs):
+            frame = real_error(*args, **kwargs)
+            self.errors.append(frame)
+            return frame
+
+        self.patch(wire, "error", spy_error)
+        for server in self.servers:
+            self.spy_on(server)
+
+    def spy_on(self, server: Any) -> None:
+        router, authenticator = server.router, server.authenticator
+        handle, authenticate, fanout = router.handle, authenticator.authenticate, router.fanout
 
         def spy_handle(session, frame):
             self.sent.append(dict(frame))  # a copy: routing adds "from"
@@ -106,29 +124,26 @@ class IceyInteropTests(ServerTestCase):
             self.deliveries.append((wire.loads(payload), {s.id for s in recipients}))
             return fanout(recipients, payload, kind, *args, **kwargs)
 
-        def spy_error(*args, **kwargs):
-            frame = real_error(*args, **kwargs)
-            self.errors.append(frame)
-            return frame
-
         self.patch(router, "handle", spy_handle)
         self.patch(authenticator, "authenticate", spy_authenticate)
         self.patch(router, "fanout", spy_fanout)
-        self.patch(wire, "error", spy_error)
 
-    def start_console(self, user: str) -> Console:
+    def start_console(self, user: str, port: int) -> Console:
         console = Console(user)
         reactor.spawnProcess(
             console, CONSOLE,
-            [CONSOLE, "-host", "127.0.0.1", "-port", str(self.port), "-user", user,
+            [CONSOLE, "-host", "127.0.0.1", "-port", str(port), "-user", user,
              "-name", user.title()],
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         self.addCleanup(console.stop)
         return console
 
     def in_room(self, console: Console, room: str) -> bool:
-        members = self.server.router.rooms.get(room, ())
-        return any(s.id == console.session_id for s in members)
+        return any(s.id == console.session_id for server in self.servers
+                   for s in server.router.rooms.get(room, ()))
+
+    def connected(self, console: Console) -> bool:
+        return any(console.session_id in server.router.sessions for server in self.servers)
 
     def delivered(self, text: str, to: Console) -> bool:
         return any(frame.get("type") == "message" and (frame.get("data") or {}).get("text") == text
@@ -145,16 +160,18 @@ class IceyInteropTests(ServerTestCase):
         yield eventually(lambda: receiver.messages() > before, STEP,
                          f"{receiver.user}'s client to emit the message")
         routed = self.deliveries[marks:]
-        (message,) = [f for f, _ in routed if f.get("type") == "message"]
-        self.assertEqual(message["from"], f"{sender.user}|{sender.session_id}")
-        return message
+        # One routing on one process; across processes also the receiving side's.
+        messages = [f for f, _ in routed if f.get("type") == "message"]
+        self.assertEqual({(m["from"], m["data"]["text"]) for m in messages},
+                         {(f"{sender.user}|{sender.session_id}", text)})
+        return messages[0]
 
     @defer.inlineCallbacks
     def test_two_cpp_clients_meet_and_talk_without_an_error(self):
         self.record()
-        one = self.start_console("icey-one")
+        one = self.start_console("icey-one", self.ports[0])
         yield eventually(lambda: self.in_room(one, "public"), STEP, "icey-one online in public")
-        two = self.start_console("icey-two")
+        two = self.start_console("icey-two", self.ports[-1])
         yield eventually(lambda: self.in_room(two, "public"), STEP, "icey-two online in public")
         address_one = f"icey-one|{one.session_id}"
         address_two = f"icey-two|{two.session_id}"
@@ -170,17 +187,39 @@ class IceyInteropTests(ServerTestCase):
         yield eventually(lambda: not self.in_room(one, "lobby"), STEP, "icey-one to leave lobby")
 
         self.assertEqual(self.errors, [], f"error frames in the normal flow; sent: {self.sent}")
-        sessions = self.server.router.sessions
-        self.assertIn(one.session_id, sessions)
-        self.assertIn(two.session_id, sessions)
+        self.assertTrue(self.connected(one) and self.connected(two))
         self.assertNotIn("Client disconnected", one.output + two.output)
         kinds = sorted({f["type"] for f in self.sent})
         self.assertEqual(kinds, ["auth", "join", "leave", "message", "presence"])
 
         # Quitting sends a close frame; the other side sees the peer go offline.
         one.type("Q\n")
-        yield eventually(lambda: one.session_id not in sessions, STEP, "icey-one to quit")
+        yield eventually(lambda: not self.connected(one), STEP, "icey-one to quit")
         yield eventually(lambda: "Peer disconnected: " + address_one in two.output, STEP,
                          "icey-two to see icey-one go offline")
         self.assertIn("close", [f["type"] for f in self.sent])
         self.assertEqual(self.errors, [])
+
+
+class SingleProcessTests(IceyChecks, ServerTestCase):
+    def setUp(self):
+        require_console(self)
+        d = super().setUp()
+
+        def started(_: Any) -> None:
+            self.servers, self.ports = [self.server], [self.port]
+        return d.addCallback(started)
+
+
+class ClusterTests(IceyChecks, unittest.TestCase):
+    """One C++ client on each of two processes sharing a Redis."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_console(self)
+        redis = yield private_redis(self)
+        cluster = InProcessCluster(redis.url, 2)
+        self.addCleanup(cluster.stop)
+        yield cluster.start()
+        yield eventually(lambda: cluster.nodes_known(2), what="processes to meet")
+        self.servers, self.ports = cluster.servers, cluster.ports
