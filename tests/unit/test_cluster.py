@@ -219,3 +219,32 @@ class DefaultTimingTests(unittest.TestCase):
         self.beat(5.0)
         self.assertIn("b1", self.bus.router.sessions)
         self.assertEqual(self.alice_link.take(), [])
+
+
+class StalePresenceTests(unittest.TestCase):
+    """A presence another process routed before the recipient left the room
+    must not put the sender back into the recipient's roster."""
+
+    def test_forwarded_presence_for_a_recipient_that_left_is_dropped(self):
+        bus = RecordingBus("me")
+        control = bus.channels.control
+        alice, link = connect(bus.router, "alice", ["lobby"])
+        bus.hear(control, "sync", "other", sessions=[state("b1", "bob", ["lobby"])],
+                 reply=False)
+        bob_address = bus.router.sessions["b1"].address
+        presence = orjson.dumps({"type": "presence", "from": bob_address,
+                                 "data": {"id": "b1", "user": "bob", "online": True}})
+        bus.router.handle(alice, {"type": "leave", "room": "lobby"})
+        link.take()  # leave:ok and bob's offline presence
+        bus.received(bus.channels.node("me").encode(),
+                     codec.delivery("presence", [alice.id], presence))
+        self.assertEqual(link.take(), [])
+        self.assertEqual(bus.router.metrics.registry.get_sample_value(
+            "symple_drops_total", {"reason": "stale_presence"}), 1)
+        # While they share a room, the same frame is delivered.
+        bus.router.handle(alice, {"type": "join", "room": "lobby"})
+        link.take()
+        bus.received(bus.channels.node("me").encode(),
+                     codec.delivery("presence", [alice.id], presence))
+        [frame] = link.take()
+        self.assertEqual(frame["from"], bob_address)
