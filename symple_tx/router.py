@@ -146,8 +146,19 @@ class Router:
             self.send(session, wire.welcome(session.peer(), [user, *named]), "welcome")
             for peer in seen:
                 self.send(session, peer.online_frame(), "presence")
-        if seen:  # nobody to tell: don't build (and cache) the frame yet
-            self.fanout(seen, session.online_frame(), "presence")
+        self._announce(seen, session)
+
+    def _announce(self, recipients: set[Session], session: Session) -> None:
+        """``session``'s online presence to the local sessions among ``recipients``.
+
+        Other processes' sessions hear it from their own process, so with no
+        local recipient the frame is neither built nor cached: a process
+        mirroring sessions nobody here sees keeps no frame for them.
+        """
+        for peer in recipients:
+            if peer.node is None:
+                self.fanout(recipients, session.online_frame(), "presence")
+                return
 
     def close_session(self, session: Session) -> None:
         """Forget a session and announce it offline, exactly once."""
@@ -502,8 +513,7 @@ class Router:
         if session.node is None:
             for peer in newcomers:
                 self.send(session, peer.online_frame(), "presence")
-        if newcomers:
-            self.fanout(newcomers, session.online_frame(), "presence")
+        self._announce(newcomers, session)
 
     def leave(self, session: Session, frame: dict) -> None:
         room = wire.check_room(frame)

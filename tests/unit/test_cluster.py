@@ -73,6 +73,20 @@ class MembershipTests(unittest.TestCase):
         self.assertEqual(self.bus.router.sessions["b1"].node, "other")
         self.assertEqual(self.bus.router.local_sessions(), 1)
 
+    def test_no_frame_is_kept_for_mirrored_sessions_nobody_here_sees(self):
+        """The mirror's memory: a frame only where a local session receives it."""
+        self.bus.hear(self.control, "open", "other", s=state("c1", "carol", ["attic"]))
+        self.bus.hear(self.control, "open", "other", s=state("c2", "cid", ["attic"]))
+        sessions = self.bus.router.sessions
+        self.assertIsNone(sessions["c1"]._online_frame)
+        self.assertIsNone(sessions["c2"]._online_frame)
+        self.assertIsNotNone(sessions["b1"]._online_frame)  # alice saw bob arrive
+        self.alice_link.take()
+        self.bus.router.handle(self.alice, {"type": "join", "room": "attic"})
+        frames = [f for f in self.alice_link.take() if f["type"] == "presence"]
+        self.assertEqual(sorted(f["data"]["id"] for f in frames), ["c1", "c2"])
+        self.assertIsNotNone(sessions["c1"]._online_frame)
+
     def test_routed_frames_for_mirrored_sessions_are_forwarded_once_per_process(self):
         self.bus.hear(self.control, "open", "other", s=state("b2", "bob", ["lobby"]))
         self.bus.published.clear()
