@@ -64,6 +64,7 @@ class FrontDoorRequest(Request):
         if problem is None:
             return super().process()
         self.site = self.channel.site
+        self.channel.persistent = False
         self.setResponseCode(400)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
         self.setHeader(b"connection", b"close")
