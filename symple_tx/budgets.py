@@ -21,12 +21,21 @@ from .ratelimit import TokenBucket
 ADDRESS_RATE_PERIOD = 10.0
 
 
+def _parse(host: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None  # not an IP (a proxy's odd header)
+
+
 def address_key(host: str) -> str:
     """What one client is counted as: its IPv4 address, or its IPv6 /64."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host  # not an IP (a UNIX socket's peer, a proxy's odd header): as given
+    return _key(host, _parse(host))
+
+
+def _key(host: str, address: Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> str:
+    if address is None:
+        return host  # counted as given
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
@@ -88,17 +97,17 @@ class AddressBudgets:
         return bool(self.max_unauthenticated or self.rate)
 
     def is_exempt(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return False
-        return any(address in network for network in self.exempt)
+        address = _parse(host)
+        return address is not None and any(address in net for net in self.exempt)
 
     def admit(self, host: str) -> Ticket:
         """Count a new connection from ``host``, or raise ``Refused``."""
-        if not self.enabled or self.is_exempt(host):
+        if not self.enabled:
             return FREE
-        key = address_key(host)
+        address = _parse(host)
+        if address is not None and any(address in net for net in self.exempt):
+            return FREE
+        key = _key(host, address)
         self._sweep()
         held = self.unauthenticated.get(key, 0)
         if self.max_unauthenticated and held >= self.max_unauthenticated:

@@ -9,10 +9,8 @@ the auth timeout; there was no per-address cap.  Connections come from
 from __future__ import annotations
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import Clock, deferLater
-from twisted.trial import unittest
+from twisted.internet.task import deferLater
 
-from symple_tx.budgets import AddressBudgets, Refused, address_key
 from symple_tx.config import Settings
 from tests.adversarial.support import UPGRADE, RawTestCase
 from tests.support import with_timeout
@@ -144,31 +142,3 @@ class DefaultExemptionTests(RawTestCase):
             client = yield self.raw(HANDSHAKE)
             yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
             self.assertEqual(client.status, 101)
-
-
-class BudgetUnitTests(unittest.TestCase):
-    def test_ipv6_hosts_count_by_their_64(self):
-        self.assertEqual(address_key("2001:db8:1:2::5"), address_key("2001:db8:1:2:ffff::1"))
-        self.assertNotEqual(address_key("2001:db8:1:2::5"), address_key("2001:db8:1:3::5"))
-        self.assertEqual(address_key("::ffff:192.0.2.1"), "192.0.2.1")
-        self.assertEqual(address_key("192.0.2.1"), "192.0.2.1")
-
-    def test_idle_addresses_are_forgotten(self):
-        clock = Clock()
-        budgets = AddressBudgets(0, 5, (), clock.seconds)
-        for n in range(1000):
-            budgets.admit(f"10.0.{n // 256}.{n % 256}").release()
-        self.assertEqual(len(budgets.buckets), 1000)
-        self.assertEqual(budgets.unauthenticated, {})
-        clock.advance(11)
-        budgets.admit("10.9.9.9").release()
-        self.assertEqual(list(budgets.buckets), ["10.9.9.9"])
-
-    def test_a_refused_connection_holds_nothing(self):
-        budgets = AddressBudgets(2, 0, (), Clock().seconds)
-        tickets = [budgets.admit("192.0.2.1"), budgets.admit("192.0.2.1")]
-        self.assertRaises(Refused, budgets.admit, "192.0.2.1")
-        tickets[0].release()
-        tickets[0].release()  # idempotent
-        self.assertEqual(budgets.unauthenticated, {"192.0.2.1": 1})
-        budgets.admit("192.0.2.1")
