@@ -46,6 +46,8 @@ INITIAL_DELAY = 0.25
 #: ... growing by this factor to at most ``MAX_DELAY``.
 FACTOR = 2.0
 MAX_DELAY = 4.0
+#: Seconds ``stop`` waits for a connection to close before dropping it.
+STOP_TIMEOUT = 2.0
 
 
 def _reactor(reactor: Any) -> Any:
@@ -245,7 +247,13 @@ class Connection:
             return succeed(None)
         closed = current.whenDisconnected()
         current.transport.loseConnection()
-        return closed.addCallback(lambda _: None)
+        # A server that never completes the close (a stalled TLS peer) is dropped.
+        timer = self.reactor.callLater(STOP_TIMEOUT, current.transport.abortConnection)
+
+        def done(_: Any) -> None:
+            if timer.active():
+                timer.cancel()
+        return closed.addCallback(done)
 
     @property
     def running(self) -> bool:
