@@ -167,7 +167,11 @@ class RedisOutageTests(ProcessClusterTestCase):
         self.addCleanup(lambda: stream.running and stream.stop())
         yield eventually(lambda: len(sent) >= 5, what="traffic before the outage")
         yield self.redis.stop()
+        # Both sides have dropped the other before Redis returns; otherwise a loaded
+        # machine may bring Redis back before bob's process gave up on alice's, and
+        # bob, who never saw her go, would wait for her return for ever.
         yield alice.expect(presence_of(bob, False))
+        yield bob.expect(presence_of(alice, False))
         yield self.redis.start()
         yield bob.expect(presence_of(alice, True))
         yield alice.expect(presence_of(bob, True))  # alice's process routes to bob again
