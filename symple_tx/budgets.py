@@ -1,10 +1,12 @@
 """Per-address connection budgets: a few hosts cannot take every connection slot.
 
 ``--max-connections`` bounds the process; these bound one client address
-within it: how many of its connections may be unauthenticated at once (a
-WebSocket before its ``auth`` is admitted, a connection still sending its
-request head, an HTTP connection) and how many new connections it may open
-per ``ADDRESS_RATE_PERIOD`` (a token bucket, so bursts up to the budget pass).
+within it: how many connections it may hold, how many of them may be
+unauthenticated at once (a WebSocket before its ``auth`` is admitted, a
+connection still sending its request head, an HTTP connection) and how many
+new connections it may open per ``ADDRESS_RATE_PERIOD`` (a token bucket, so
+bursts up to the budget pass).  Anonymous auth costs a client nothing, so the
+cap on all its connections is what holds when authentication is off.
 IPv6 addresses are grouped by /64, the block one host usually gets.
 Exempt networks (loopback by default: a local reverse proxy or an operator's
 tool) are not counted.
@@ -56,19 +58,28 @@ def parse_networks(values: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipadd
 
 
 class Ticket:
-    """One connection's hold on its address's unauthenticated budget."""
+    """One connection's hold on its address's budgets."""
 
-    __slots__ = ("_budgets", "key")
+    __slots__ = ("_budgets", "key", "_unauthenticated")
 
     def __init__(self, budgets: Optional["AddressBudgets"], key: str) -> None:
         self._budgets = budgets
         self.key = key
+        self._unauthenticated = budgets is not None
 
     def release(self) -> None:
-        """The connection authenticated or closed; idempotent."""
+        """The connection authenticated: it no longer counts as unauthenticated."""
+        if self._unauthenticated:
+            self._unauthenticated = False
+            assert self._budgets is not None
+            self._budgets._drop(self._budgets.unauthenticated, self.key)
+
+    def close(self) -> None:
+        """The connection is gone: it counts no more at all; idempotent."""
+        self.release()
         budgets, self._budgets = self._budgets, None
         if budgets is not None:
-            budgets._release(self.key)
+            budgets._drop(budgets.connections, self.key)
 
 
 #: The ticket of an exempt address or of budgets that are off.
@@ -80,21 +91,23 @@ class Refused(Exception):
 
 
 class AddressBudgets:
-    """Counts unauthenticated connections and new-connection rate per address."""
+    """Counts connections, unauthenticated ones and new-connection rate per address."""
 
     def __init__(self, max_unauthenticated: int, rate: int, exempt: Iterable[str],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], max_connections: int = 0) -> None:
         self.max_unauthenticated = max_unauthenticated
+        self.max_connections = max_connections
         self.rate = rate
         self.exempt = parse_networks(exempt)
         self.clock = clock
         self.unauthenticated: dict[str, int] = {}
+        self.connections: dict[str, int] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self._swept = clock()
 
     @property
     def enabled(self) -> bool:
-        return bool(self.max_unauthenticated or self.rate)
+        return bool(self.max_unauthenticated or self.rate or self.max_connections)
 
     def is_exempt(self, host: str) -> bool:
         address = _parse(host)
@@ -113,6 +126,10 @@ class AddressBudgets:
         if self.max_unauthenticated and held >= self.max_unauthenticated:
             raise Refused(f"Too many unauthenticated connections from this address "
                           f"(the limit is {self.max_unauthenticated})")
+        open_ = self.connections.get(key, 0)
+        if self.max_connections and open_ >= self.max_connections:
+            raise Refused(f"Too many connections from this address "
+                          f"(the limit is {self.max_connections})")
         if self.rate:
             bucket = self.buckets.get(key)
             if bucket is None:
@@ -122,14 +139,16 @@ class AddressBudgets:
                 raise Refused(f"Too many new connections from this address (the limit is "
                               f"{self.rate} per {ADDRESS_RATE_PERIOD:g} s)")
         self.unauthenticated[key] = held + 1
+        self.connections[key] = open_ + 1
         return Ticket(self, key)
 
-    def _release(self, key: str) -> None:
-        held = self.unauthenticated.get(key, 0) - 1
+    @staticmethod
+    def _drop(counts: dict[str, int], key: str) -> None:
+        held = counts.get(key, 0) - 1
         if held > 0:
-            self.unauthenticated[key] = held
+            counts[key] = held
         else:
-            self.unauthenticated.pop(key, None)
+            counts.pop(key, None)
 
     def _sweep(self) -> None:
         """Forget buckets that have refilled, once a period: memory follows live addresses."""

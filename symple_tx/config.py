@@ -51,6 +51,8 @@ class Settings:
     trust_proxy: bool = False
     #: Unauthenticated connections one client address may hold at once; 0: no cap.
     max_unauthenticated_per_address: int = 100
+    #: Connections one client address may hold at once, authenticated or not; 0: no cap.
+    max_connections_per_address: int = 1000
     #: New connections one client address may open per 10 s (token bucket); 0: no cap.
     address_connection_rate: int = 200
     #: Networks whose addresses the per-address budgets do not count.

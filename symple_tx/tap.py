@@ -175,10 +175,13 @@ class SympleOptions(usage.Options):
          _DEFAULTS.max_unauthenticated_per_address, "Connections one client address "
          "(IPv6: its /64; with --trust-proxy the forwarded address) may hold before "
          "authenticating, HTTP ones included; more get HTTP 429. 0: no cap.", _int],
+        ["max-connections-per-address", None, _DEFAULTS.max_connections_per_address,
+         "Connections one client address may hold at once, authenticated or not (same "
+         "address rules); more get HTTP 429. 0: no cap.", _int],
         ["address-connection-rate", None, _DEFAULTS.address_connection_rate, "New "
          "connections one client address may open per 10 s (token bucket); more get "
          "HTTP 429. 0: no cap.", _int],
-        ["budget-exempt", None, None, "Networks the two per-address budgets do not count "
+        ["budget-exempt", None, None, "Networks the per-address budgets do not count "
          "(comma-separated, or none). Default: 127.0.0.0/8,::1 (a local proxy or tool).",
          _networks],
         ["workers", None, 1, "Server processes sharing the listening ports (needs "
@@ -296,6 +299,7 @@ class SympleOptions(usage.Options):
             node_timeout=self["node-timeout"],
             hook_timeout=self["hook-timeout"],
             max_unauthenticated_per_address=self["max-unauthenticated-per-address"],
+            max_connections_per_address=self["max-connections-per-address"],
             address_connection_rate=self["address-connection-rate"],
         )
         if self["budget-exempt"] is not None:

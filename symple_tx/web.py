@@ -266,7 +266,7 @@ class _Sniffer(Protocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._stop_timer()
-        self.ticket.release()
+        self.ticket.close()
         if self.inner is not None:
             self.inner.connectionLost(reason)
         if self.counted:
@@ -287,7 +287,8 @@ class SymplePortFactory(Factory):
         self.settings = settings = websocket.settings
         self.budgets = AddressBudgets(settings.max_unauthenticated_per_address,
                                       settings.address_connection_rate,
-                                      settings.budget_exempt, self.reactor.seconds)
+                                      settings.budget_exempt, self.reactor.seconds,
+                                      settings.max_connections_per_address)
         #: Seconds a new connection has to send its request head.
         self.head_timeout = websocket.settings.auth_timeout
 

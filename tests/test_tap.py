@@ -49,6 +49,7 @@ PARAMETERS = [
     ("node-timeout", "2.5", "node_timeout", 2.5),
     ("hook-timeout", "0.5", "hook_timeout", 0.5),
     ("max-unauthenticated-per-address", "3", "max_unauthenticated_per_address", 3),
+    ("max-connections-per-address", "7", "max_connections_per_address", 7),
     ("address-connection-rate", "0", "address_connection_rate", 0),
     ("budget-exempt", "10.0.0.0/8, ::1", "budget_exempt", ("10.0.0.0/8", "::1")),
 ]

@@ -13,6 +13,8 @@ from tests.support import ServerTestCase, with_timeout
 #: A WebSocket upgrade head without its final blank line.
 UPGRADE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n")
+#: A complete one.
+HANDSHAKE = UPGRADE + b"\r\n"
 
 
 class RawClient(Protocol):
@@ -70,6 +72,17 @@ class RawTestCase(ServerTestCase):
         self.addCleanup(lambda: client.transport.abortConnection()
                         if not client.lost.called else None)
         return client
+
+    @defer.inlineCallbacks
+    def open_handshakes(self, count: int, source: str = "127.0.0.1", data: bytes = HANDSHAKE):
+        """``count`` raw upgrade requests from ``source``, each answered (101 or a refusal)."""
+        clients = []
+        for _ in range(count):
+            client = yield self.raw(data, source)
+            clients.append(client)
+        for client in clients:
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+        return clients
 
     @defer.inlineCallbacks
     def peer_from(self, source: str, user: str, **fields):

@@ -12,10 +12,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from symple_tx.config import Settings
-from tests.adversarial.support import UPGRADE, RawTestCase
-from tests.support import with_timeout
+from tests.adversarial.support import HANDSHAKE, UPGRADE, RawTestCase
+from tests.support import eventually, with_timeout
 
-HANDSHAKE = UPGRADE + b"\r\n"
 
 
 class TwoHundredSilentSocketsTests(RawTestCase):
@@ -41,16 +40,6 @@ class TwoHundredSilentSocketsTests(RawTestCase):
 class SilentSocketsTests(RawTestCase):
     settings = Settings(max_connections=60, max_unauthenticated_per_address=20,
                         budget_exempt=(), auth_timeout=30)
-
-    @defer.inlineCallbacks
-    def open_handshakes(self, count: int, source: str = "127.0.0.1", data: bytes = HANDSHAKE):
-        clients = []
-        for _ in range(count):
-            client = yield self.raw(data, source)
-            clients.append(client)
-        for client in clients:
-            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
-        return clients
 
     @defer.inlineCallbacks
     def test_silent_websockets_of_one_address_cannot_fill_the_server(self):
@@ -95,6 +84,31 @@ class SilentSocketsTests(RawTestCase):
         budgets = self.server.port_factory.budgets
         while budgets.unauthenticated.get("127.0.0.1", 0) >= n:
             yield deferLater(reactor, 0.02, lambda: None)
+
+
+class AnonymousAuthTests(RawTestCase):
+    """Anonymous auth is free: the cap on all of an address's connections still holds."""
+
+    settings = Settings(max_connections_per_address=5, budget_exempt=())
+
+    @defer.inlineCallbacks
+    def test_authenticating_does_not_escape_the_address_cap(self):
+        peers = []
+        for n in range(5):
+            peer = yield self.peer_from("127.0.0.1", f"user{n}")
+            peers.append(peer)
+        [extra] = yield self.open_handshakes(1)
+        self.assertEqual(extra.status, 429)
+        self.assertIn(b"Too many connections from this address", extra.received)
+        bystander = yield self.peer_from("127.0.0.2", "bystander")
+        self.assertEqual(bystander.welcome["type"], "welcome")
+        peers[0].transport.loseConnection()
+        yield peers[0].wait_closed()
+        budgets = self.server.port_factory.budgets
+        yield eventually(lambda: budgets.connections.get("127.0.0.1", 0) < 5,
+                         what="the closed connection to free its place")
+        again = yield self.peer_from("127.0.0.1", "again")
+        self.assertEqual(again.welcome["type"], "welcome")
 
 
 class RateTests(RawTestCase):

@@ -19,11 +19,11 @@ class BudgetUnitTests(unittest.TestCase):
         clock = Clock()
         budgets = AddressBudgets(0, 5, (), clock.seconds)
         for n in range(1000):
-            budgets.admit(f"10.0.{n // 256}.{n % 256}").release()
+            budgets.admit(f"10.0.{n // 256}.{n % 256}").close()
         self.assertEqual(len(budgets.buckets), 1000)
-        self.assertEqual(budgets.unauthenticated, {})
+        self.assertEqual((budgets.unauthenticated, budgets.connections), ({}, {}))
         clock.advance(11)
-        budgets.admit("10.9.9.9").release()
+        budgets.admit("10.9.9.9").close()
         self.assertEqual(list(budgets.buckets), ["10.9.9.9"])
 
     def test_a_refused_connection_holds_nothing(self):
@@ -48,7 +48,7 @@ class BudgetUnitTests(unittest.TestCase):
         clock = Clock()
         budgets = AddressBudgets(0, 3, (), clock.seconds)
         for _ in range(3):
-            budgets.admit("192.0.2.1").release()
+            budgets.admit("192.0.2.1").close()
         with self.assertRaisesRegex(Refused, "3 per 10 s"):
             budgets.admit("192.0.2.1")
         clock.advance(10 / 3)
@@ -63,3 +63,16 @@ class BudgetUnitTests(unittest.TestCase):
     def test_networks_are_checked(self):
         self.assertEqual(len(parse_networks(["127.0.0.0/8", "::1", "10.1.2.3"])), 3)
         self.assertRaisesRegex(ValueError, "'nope'", parse_networks, ["nope"])
+
+    def test_authenticated_connections_count_against_the_address_cap(self):
+        budgets = AddressBudgets(2, 0, (), Clock().seconds, max_connections=3)
+        tickets = [budgets.admit("192.0.2.1") for _ in range(2)]
+        for ticket in tickets:
+            ticket.release()  # authenticated: no longer unauthenticated, still open
+        budgets.admit("192.0.2.1")
+        with self.assertRaisesRegex(Refused, "Too many connections .* 3"):
+            budgets.admit("192.0.2.1")
+        tickets[0].close()
+        tickets[0].close()  # idempotent
+        budgets.admit("192.0.2.1")
+        self.assertEqual(budgets.connections, {"192.0.2.1": 3})
