@@ -37,6 +37,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,25 @@ class Kind:
                                  cwd=self.node)
         # connect: every default of `twistd symple --port N`; the others send
         # faster than the default rate limit allows.
-        extra = () if scenario == "connect" else UNLIMITED
+        extra = () if scenario == "connect" else known_options(UNLIMITED, self.path)
         return ServerProcess(symple_port_command(port, *extra), port, self.path)
+
+
+_HELP: dict[Optional[str], str] = {}
+
+
+def known_options(options: tuple[str, ...], path: Optional[str]) -> tuple[str, ...]:
+    """``options`` (flag, value pairs) less the flags an older symple_tx does not have."""
+    if path not in _HELP:
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
+        command = symple_port_command(0, "--help")
+        _HELP[path] = subprocess.run(command, env=env, capture_output=True, text=True,
+                                     cwd=tempfile.gettempdir(), timeout=60).stdout
+    pairs = zip(options[0::2], options[1::2])
+    return tuple(x for flag, value in pairs if f"{flag}=" in _HELP[path] or
+                 f"{flag} " in _HELP[path] for x in (flag, value))
 
 
 # -- scenarios -------------------------------------------------------------------
