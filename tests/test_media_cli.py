@@ -96,6 +96,11 @@ class StreamErrorTests(CliMixin, MediaTestMixin, ServerTestCase):
         return self.assert_fails("aiortc not installed: pip install 'symple_tx[media]'",
                                  env=env)
 
+    def test_a_record_directory_that_is_not_one(self):
+        require_media()
+        return self.assert_fails("--record /nonexistent/dir: not a writable directory",
+                                 "--record", "/nonexistent/dir")
+
     def test_a_taken_mjpeg_port(self):
         require_media()
         return self.assert_fails(f"cannot serve MJPEG on port {self.port}",

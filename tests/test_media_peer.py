@@ -71,6 +71,17 @@ class PresenceTests(MediaPeerTestCase):
             "video": True, "stream": True, "mjpeg": "http://127.0.0.1:8090/stream.mjpg"})
 
 
+    def test_a_source_with_sound_says_audio_and_the_limit_is_checked(self):
+        from symple_tx.media.peer import MediaPeer
+        from symple_tx.media.sources import MediaSource
+        source = MediaSource(object(), object(), "file with sound", 320, 240, 15)
+        client = self.client("cam")
+        MediaPeer(client, source, bridge=self.bridge)
+        self.assertEqual(client.capabilities, {"video": True, "stream": True, "audio": True})
+        with self.assertRaisesRegex(ValueError, "max_viewers must be at least 1"):
+            MediaPeer(client, source, bridge=self.bridge, max_viewers=0)
+
+
 class CallTests(MediaPeerTestCase):
     @defer.inlineCallbacks
     def test_a_python_viewer_receives_decoded_frames(self):
@@ -138,3 +149,38 @@ class CallTests(MediaPeerTestCase):
         self.assertEqual(reason, "peer-left")
         self.assertEqual(peer.viewers, [])
 
+
+
+class GarbageTests(MediaPeerTestCase):
+    @defer.inlineCallbacks
+    def test_garbage_from_one_caller_ends_only_its_own_call(self):
+        from symple_tx.media.call import CallRejected  # noqa: F401  (the extra is present)
+        peer = yield self.start_peer(max_viewers=3)
+        viewer, address = yield self.start_viewer()
+        call = yield self.watch(viewer, address)
+        rogue = yield self.peer("rogue", rooms=["lobby"])
+
+        def send(subtype, data):
+            rogue.send_json({"type": "message", "to": address, "subtype": subtype,
+                             "data": data})
+        for data in (None, [], {"callId": 7}, {"callId": ""}, "x"):
+            send("call:init", data)
+        send("call:offer", {"callId": "nobody-rang", "sdp": {"type": "offer", "sdp": "v=0"}})
+        send("call:init", {"callId": "c1"})
+        yield rogue.expect(lambda f: f.get("subtype") == "call:accept", "call:accept")
+        send("call:candidate", {"callId": "c1", "candidate": {"candidate": "garbage"}})
+        send("call:candidate", {"callId": "c1", "candidate": "not an object"})
+        send("call:offer", {"callId": "c1", "sdp": {"type": "offer", "sdp": "not sdp"}})
+        hangup = yield rogue.expect(lambda f: f.get("subtype") == "call:hangup", "hangup")
+        self.assertEqual(hangup["data"], {"callId": "c1", "reason": "failed"})
+        send("call:init", {"callId": "c2"})
+        yield rogue.expect(lambda f: f.get("subtype") == "call:accept", "the next accept")
+        send("call:offer", {"callId": "c2"})  # no SDP at all
+        hangup = yield rogue.expect(lambda f: f.get("subtype") == "call:hangup", "hangup")
+        self.assertEqual(hangup["data"]["reason"], "failed")
+
+        # The real viewer never noticed.
+        self.assertEqual(call.state, "in-call")
+        frame = yield with_timeout(viewer.next_frame(call), CALL_WAIT, "a frame")
+        self.assertEqual(frame.width, 320)
+        self.assertEqual([c.remote.partition("|")[0] for c in peer.viewers], ["viewer"])

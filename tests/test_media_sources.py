@@ -11,20 +11,35 @@ from twisted.trial import unittest
 from tests.media_support import MediaTestMixin, require_media
 
 
-def write_clip(path: str, frames: int = 6, size: tuple[int, int] = (160, 120)) -> None:
-    """A tiny MPEG-4 clip, so file tests need no fixture."""
+def write_clip(path: str, frames: int = 6, size: tuple[int, int] = (160, 120),
+               audio: bool = False) -> None:
+    """A tiny MPEG-4 clip (with silent AAC sound if ``audio``), so file tests need no fixture."""
     import av
     from PIL import Image
     with av.open(path, "w") as container:
         stream = container.add_stream("mpeg4", rate=30)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        streams = [stream]
+        if audio:  # every stream before the first packet
+            sound = container.add_stream("aac", rate=48000)
+            streams.append(sound)
         for i in range(frames):
             image = Image.new("RGB", size, (i * 40 % 256, 0, 0))
             for packet in stream.encode(av.VideoFrame.from_image(image)):
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        if audio:
+            for i in range(frames * 2):
+                chunk = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+                chunk.sample_rate = 48000
+                chunk.pts = i * 1024
+                for plane in chunk.planes:
+                    plane.update(bytes(plane.buffer_size))
+                for packet in sound.encode(chunk):
+                    container.mux(packet)
+        for each in streams:
+            for packet in each.encode():
+                container.mux(packet)
 
 
 class SourceTests(MediaTestMixin, unittest.TestCase):
@@ -94,6 +109,25 @@ class SourceTests(MediaTestMixin, unittest.TestCase):
         self.assertIsNone(source.audio)
         frames = yield self.frames(source, 14)  # more than the clip has
         self.assertEqual(len(frames), 14)
+
+    @defer.inlineCallbacks
+    def test_a_file_with_sound_has_an_audio_track_too(self):
+        import av
+        path = os.path.join(self.dir, "talk.mp4")
+        write_clip(path, frames=6, audio=True)
+        source = yield self.open(path)
+        self.assertIsNotNone(source.audio)
+
+        async def sound():
+            a, b = source.subscribe_audio(), source.subscribe_audio()
+            try:
+                return [await a.recv(), await b.recv()]
+            finally:
+                a.stop(), b.stop(), source.stop()
+        first, second = yield self.bridge.run(sound())
+        self.assertIsInstance(first, av.AudioFrame)
+        self.assertIsNot(first, second)  # each subscriber its own copy
+        self.assertEqual(first.sample_rate, 48000)
 
     @defer.inlineCallbacks
     def test_errors_are_one_line_and_say_what_is_wrong(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -67,6 +68,8 @@ def stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ice-server", action="append", metavar="URL",
                         help="STUN/TURN server, e.g. stun:stun.example.org:3478 "
                              "(repeatable; default none: host candidates, fine on a LAN)")
+    parser.add_argument("--record", metavar="DIR",
+                        help="record what callers send (their camera) to DIR/USER-CALLID.webm")
     parser.add_argument("--mjpeg-port", type=port_number, metavar="N",
                         help="also serve MJPEG over HTTP on this port (0: any free port)")
     parser.add_argument("--mjpeg-interface", default="", metavar="ADDRESS",
@@ -95,6 +98,9 @@ async def run_stream(reactor: Any, args: argparse.Namespace) -> None:
 
     if args.fps <= 0 or (args.mjpeg_fps is not None and args.mjpeg_fps <= 0):
         raise CommandError("frame rates must be positive")
+    if args.record is not None and not (os.path.isdir(args.record)
+                                        and os.access(args.record, os.W_OK)):
+        raise CommandError(f"--record {args.record}: not a writable directory")
     bridge = AsyncioBridge(reactor)
     width, height = args.size
 
@@ -116,7 +122,7 @@ async def run_stream(reactor: Any, args: argparse.Namespace) -> None:
                 from None
     client = make_client(args, reconnect=True)
     peer = MediaPeer(client, source, bridge=bridge, max_viewers=args.max_viewers,
-                     ice_servers=args.ice_server or (),
+                     ice_servers=args.ice_server or (), record_dir=args.record,
                      mjpeg_url=mjpeg.url(args.mjpeg_host) if mjpeg and args.mjpeg_host else None)
     if mjpeg is not None and not args.mjpeg_host:
         # The address this machine reaches the server from is the one its viewers can reach.

@@ -29,6 +29,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .record import Recorder
+
 if TYPE_CHECKING:
     from .endpoint import CallEndpoint
 
@@ -134,12 +136,17 @@ class Call:
         self._connected: list[Deferred] = []
         self._accepted: Optional[Deferred] = Deferred() if direction == "out" else None
         self._chain: Deferred = succeed(None)
+        #: The offer (incoming calls) or answer (outgoing) was taken: one per call.
+        self._described = False
         self._timers: list[Any] = []
         # Loop side only (touched inside coroutines):
         self.pc: Optional[RTCPeerConnection] = None
         self._pending: list[Any] = []
         self._tracks: list[Any] = []
         self._blackhole: Optional[MediaBlackhole] = None
+        self._recorder: Optional[Recorder] = None
+        #: Where what the other side sends is recorded (the peer's ``record_dir``), if anywhere.
+        self.recording: Optional[str] = None
         #: Video tracks the other side sends (loop side), and who waits for the first.
         self.remote_video: Optional[Any] = None
         self._track_waiters: list[Any] = []
@@ -219,16 +226,15 @@ class Call:
             self._accepted = None
             self.end(reason)
             accepted.errback(CallRejected(reason))  # type: ignore[union-attr]
-        elif subtype == OFFER and self.direction == "in" and self.state == CONNECTING:
+        elif subtype in (OFFER, ANSWER) and self.state == CONNECTING and not self._described:
+            kind, expected = ("offer", "in") if subtype == OFFER else ("answer", "out")
+            if self.direction != expected:
+                return
             sdp = data.get("sdp")
-            if not _valid_sdp(sdp, "offer"):
-                return self.fail("call:offer without an SDP offer")
-            self._step(self._answer, sdp)
-        elif subtype == ANSWER and self.direction == "out" and self.state == CONNECTING:
-            sdp = data.get("sdp")
-            if not _valid_sdp(sdp, "answer"):
-                return self.fail("call:answer without an SDP answer")
-            self._step(self._set_remote, sdp)
+            if not _valid_sdp(sdp, kind):
+                return self.fail(f"{subtype} without an SDP {kind}")
+            self._described = True  # renegotiation is not supported: later ones are ignored
+            self._step(self._answer if subtype == OFFER else self._set_remote, sdp)
         elif subtype == CANDIDATE:
             try:
                 candidate = parse_candidate(data.get("candidate"))
@@ -270,6 +276,12 @@ class Call:
                     if not future.done():
                         future.set_result(track)
                 return
+            path = self.endpoint.recording_path(self)
+            if path is not None and self._recorder is None:
+                self._recorder = Recorder(path)  # started once the offer's tracks are known
+                self.recording = path
+            if self._recorder is not None and self._recorder.add_track(track):
+                return
             # Media we do not use is still read, or its queue would grow.
             if self._blackhole is None:
                 self._blackhole = MediaBlackhole()
@@ -280,6 +292,8 @@ class Call:
     async def _answer(self, sdp: dict) -> None:
         pc = self._new_connection()
         await pc.setRemoteDescription(RTCSessionDescription(sdp["sdp"], "offer"))
+        if self._recorder is not None:
+            self._recorder.start()
         for track in self.endpoint.outgoing_tracks():
             self._tracks.append(track)
             pc.addTrack(track)
@@ -325,6 +339,8 @@ class Call:
             track.stop()
         if self._blackhole is not None:
             await self._blackhole.stop()
+        if self._recorder is not None:
+            await self._recorder.stop()
         if self.pc is not None:
             await self.pc.close()
             self.bridge.connections.discard(self.pc)

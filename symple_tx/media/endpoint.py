@@ -48,6 +48,10 @@ class CallEndpoint:
         """Tracks a new call sends (loop side)."""
         return []
 
+    def recording_path(self, call: Call) -> Optional[str]:
+        """The file to record what ``call``'s other side sends to; None: read and drop it."""
+        return None
+
     def call_connected(self, call: Call) -> None:
         log.info("Call {call_id} with {remote} connected", call_id=call.call_id,
                  remote=call.remote)

@@ -5,11 +5,14 @@ when the source has sound, ``mjpeg`` with the stream's URL when it serves
 one) and answers each call:init with call:accept, up to ``max_viewers`` calls
 at once; beyond that it answers call:reject ``{reason: "busy"}``.  Viewers
 normally ask for receive-only (``receiveOnly: true`` in call:init); a caller
-that sends its own camera is answered too, and its media is read and dropped.
+that sends its own camera is answered too, and its media is recorded to
+``record_dir`` (``<user>-<callId>.webm``, VP8 and Opus) or read and dropped.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred
@@ -30,12 +33,13 @@ class MediaPeer(CallEndpoint):
     def __init__(self, client: SympleClient, source: MediaSource, *,
                  bridge: Optional[AsyncioBridge] = None, max_viewers: int = 4,
                  mjpeg_url: Optional[str] = None, ice_servers: tuple[str, ...] | list[str] = (),
-                 connect_timeout: float = 20.0) -> None:
+                 connect_timeout: float = 20.0, record_dir: Optional[str] = None) -> None:
         if max_viewers < 1:
             raise ValueError(f"max_viewers must be at least 1, not {max_viewers}")
         super().__init__(client, bridge, ice_servers, connect_timeout)
         self.source = source
         self.max_viewers = max_viewers
+        self.record_dir = record_dir
         client.capabilities.update(self.capabilities(mjpeg_url))
 
     def capabilities(self, mjpeg_url: Optional[str] = None) -> dict[str, Any]:
@@ -68,6 +72,13 @@ class MediaPeer(CallEndpoint):
         call.state = CONNECTING
         call.signal(ACCEPT)
         call.after(self.connect_timeout, "failed", lambda: call.state == IN_CALL)
+
+    def recording_path(self, call: Call) -> Optional[str]:
+        if self.record_dir is None:
+            return None
+        user = call.remote.partition("|")[0]
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{user}-{call.call_id}").lstrip(".")
+        return os.path.join(self.record_dir, f"{name[:120]}.webm")
 
     def outgoing_tracks(self) -> list[Any]:
         tracks = [self.source.subscribe_video(), self.source.subscribe_audio()]

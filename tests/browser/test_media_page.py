@@ -31,6 +31,8 @@ async def _stop(source):
 class WatchTestCase(MediaTestMixin, DemoPageTestCase):
     timeout = 150
     max_viewers = 2
+    #: Record what callers send (into a temporary directory).
+    record = False
 
     @defer.inlineCallbacks
     def setUp(self):
@@ -46,8 +48,14 @@ class WatchTestCase(MediaTestMixin, DemoPageTestCase):
         self.addCleanup(self.mjpeg.stop)
         client = SympleClient(self.url, "cam", name="Camera", rooms=["demo"], reconnect=False)
         self.addCleanup(client.disconnect)
+        self.record_dir = None
+        if self.record:
+            import shutil
+            import tempfile
+            self.record_dir = tempfile.mkdtemp(prefix="symple-record-")
+            self.addCleanup(shutil.rmtree, self.record_dir, True)
         self.media = MediaPeer(client, source, bridge=self.bridge, max_viewers=self.max_viewers,
-                               mjpeg_url=self.mjpeg.url("127.0.0.1"))
+                               mjpeg_url=self.mjpeg.url("127.0.0.1"), record_dir=self.record_dir)
         self.addCleanup(self.media.stop)
         yield client.connect()
 
@@ -151,4 +159,38 @@ class WatchTests(WatchTestCase):
             alice.click("#mjpeg-close")
             alice.wait(lambda p: self.on_reactor(lambda: len(self.mjpeg.viewers)) == 0,
                        "the MJPEG stream to close")
+        return self.in_browser(scenario)
+
+
+class RecordTests(WatchTestCase):
+    record = True
+
+    def test_a_caller_with_a_camera_is_answered_and_recorded(self):
+        import os
+
+        import av
+
+        def scenario():
+            [alice] = self.open_watchers("alice")
+            [cam] = [e for e in alice.roster() if e["user"] == "cam"]
+            # The page has no Call button for a stream-only peer; the API places a full call.
+            alice.js("window.demo.calls.call(arguments[0])", f"cam|{cam['id']}")
+            alice.wait_state(call="in-call", ice=ICE_CONNECTED, callMode="call")
+            self.assert_receiving_video(alice, "remote-video")
+            self.assert_receiving_video(alice, "local-video")
+            self.wait_served(alice, [("in-call", "alice", False)], "the peer's side")
+            alice.wait(lambda p: p.video("local-video")["time"] > 2, "two seconds of camera")
+            [served] = self.on_reactor(lambda: self.media.viewers)
+            alice.click("#hangup")
+            # ended fires once the connection is closed and the recording finished.
+            alice.wait(lambda p: self.on_reactor(lambda: served.ended.called),
+                       "the call to end and its recording to close")
+            self.assertEqual(served.recording, os.path.join(self.record_dir, os.listdir(
+                self.record_dir)[0]))
+            [name] = os.listdir(self.record_dir)
+            self.assertTrue(name.startswith("alice-") and name.endswith(".webm"), name)
+            with av.open(os.path.join(self.record_dir, name)) as container:
+                frames = list(container.decode(video=0))
+            self.assertGreater(len(frames), 5)
+            self.assertEqual((frames[-1].width, frames[-1].height), (640, 480))
         return self.in_browser(scenario)
