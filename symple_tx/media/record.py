@@ -11,6 +11,7 @@ serves the viewers.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any, Optional
 
 import av
@@ -31,6 +32,10 @@ class Recorder:
         self._task: Optional[asyncio.Task] = None
         self._container: Any = None
         self._streams: list[Any] = []
+        #: One worker thread: encodes, and the final flush, never overlap (libvpx and
+        #: Opus contexts are not thread-safe).
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="symple-record")
 
     def add_track(self, track: MediaStreamTrack) -> bool:
         """Take the first video and the first audio track; False for any other."""
@@ -77,7 +82,7 @@ class Recorder:
                     frame = await track.recv()
                 except MediaStreamError:
                     return
-            for packet in await loop.run_in_executor(None, stream.encode, frame):
+            for packet in await loop.run_in_executor(self._executor, stream.encode, frame):
                 self._container.mux(packet)
             if stream.type == "video":
                 self.frames += 1
@@ -89,10 +94,17 @@ class Recorder:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._container is not None:
-            try:
-                for stream in self._streams:
-                    for packet in stream.encode(None):
-                        self._container.mux(packet)
-            finally:
-                self._container.close()
-                self._container = None
+            container, self._container = self._container, None
+            # On the worker thread, so after any encode still running there.
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, _finish, container, self._streams)
+        self._executor.shutdown(wait=False)
+
+
+def _finish(container: Any, streams: list[Any]) -> None:
+    try:
+        for stream in streams:
+            for packet in stream.encode(None):
+                container.mux(packet)
+    finally:
+        container.close()
