@@ -68,7 +68,11 @@ MAX_IN_FLIGHT = 100_000
 #: a whole state in one message (about 250 bytes per session) could never
 #: reach anyone beyond ~115,000 sessions (docs/scaling.md).
 SYNC_PAGE = 1000
-#: Seconds a paged state's list of sessions is kept for the pages still to be asked for.
+#: Pages of one state a reader asks for ahead of the one it applies: a few
+#: round trips in flight (a busy machine makes each one slow), at most this
+#: many pages (~1 MB) waiting in Redis for the reader.
+SYNC_WINDOW = 4
+#: Seconds a paged state's list of sessions is kept after it was last asked for.
 SNAPSHOT_TTL = 60.0
 
 
@@ -263,9 +267,9 @@ class RedisBus(Bus):
         """Our full state on ``channel``: one ``sync``, or the first page of a ``state``.
 
         With more than a page of sessions, the rest is kept as a list of ids
-        (a snapshot); the receiver asks for the following pages one at a
-        time (``want``), so no message is larger than a page and the pace is
-        the reader's.
+        (a snapshot, shared by every reader of this state); each receiver asks
+        for the following pages (``want``, ``SYNC_WINDOW`` ahead), so no
+        message is larger than a page and the pace is the reader's.
         """
         local = [s for s in self.router.sessions.values() if s.node is None]
         page = self.sync_page
@@ -276,11 +280,16 @@ class RedisBus(Bus):
             return
         snap = secrets.token_hex(4)
         self._forget_snapshots()
-        self._snapshots[snap] = ([s.id for s in local[page:]], self.reactor.seconds())
+        rest = [s.id for s in local[page:]]
+        self._snapshots[snap] = (rest, self.reactor.seconds())
         states = [codec.session_state(s) for s in local[:page]]
         self._publish(channel, codec.event("state", self.node, snap=snap, page=0,
-                                           sessions=states, more=True, reply=reply),
-                      "control")
+                                           pages=self._pages(rest), sessions=states,
+                                           more=True, reply=reply), "control")
+
+    def _pages(self, rest: list[str]) -> int:
+        """Pages of a state whose first page is sent and ``rest`` is still to come."""
+        return 1 + -(-len(rest) // self.sync_page)
 
     def _serve_page(self, requester: str, snap: Any, page: Any) -> None:
         """Page ``page`` (from 1) of snapshot ``snap``: those of its sessions still here."""
@@ -292,17 +301,14 @@ class RedisBus(Bus):
         ids, _ = kept
         size = self.sync_page
         chunk = ids[(page - 1) * size:page * size]
-        more = page * size < len(ids)
-        if more:
-            self._snapshots[snap] = (ids, self.reactor.seconds())
-        else:
-            del self._snapshots[snap]
+        self._snapshots[snap] = (ids, self.reactor.seconds())  # others may read it too
         sessions = self.router.sessions
         states = [codec.session_state(sessions[i]) for i in chunk
                   if i in sessions and sessions[i].node is None]
         self._publish(self.channels.node(requester),
                       codec.event("state", self.node, snap=snap, page=page,
-                                  sessions=states, more=more), "control")
+                                  pages=self._pages(ids), sessions=states,
+                                  more=page * size < len(ids)), "control")
 
     def _forget_snapshots(self) -> None:
         deadline = self.reactor.seconds() - SNAPSHOT_TTL
@@ -319,21 +325,29 @@ class RedisBus(Bus):
                      pexpire=ttl).addErrback(lambda _: None)
 
     def _on_state(self, node: Any, event: dict) -> None:
-        """A page of another process's paged state; ask for the next one."""
-        snap, page = event.get("snap"), event.get("page")
-        if not isinstance(snap, str) or not isinstance(page, int):
-            raise ValueError("state without snapshot or page")
+        """A page of another process's paged state; ask for those ``SYNC_WINDOW`` ahead.
+
+        The owner answers requests in order over one connection, so the
+        pages arrive in order and the one with ``more`` false is the last.
+        """
+        snap, page, pages = event.get("snap"), event.get("page"), event.get("pages")
+        if not isinstance(snap, str) or not isinstance(page, int) \
+                or not isinstance(pages, int):
+            raise ValueError("state without snapshot, page or page count")
         states = event.get("sessions") or ()
         more = event.get("more") is True
         if page == 0:
             self.membership.begin_sync(node, snap, states, complete=not more)
             if event.get("reply"):
                 self._sync(self.channels.node(node.id), reply=False)
+            wanted = range(1, min(1 + SYNC_WINDOW, pages)) if more else range(0)
         elif not self.membership.continue_sync(node, snap, states, complete=not more):
             return  # a page of a reading since started afresh
-        if more:
+        else:
+            wanted = range(page + SYNC_WINDOW, pages)[:1]
+        for number in wanted:
             self._publish(self.channels.node(node.id),
-                          codec.event("want", self.node, snap=snap, page=page + 1), "control")
+                          codec.event("want", self.node, snap=snap, page=number), "control")
 
     def _expire(self) -> None:
         # Checked every reaper interval: expiring that much early keeps the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import orjson
 from twisted.trial import unittest
 
+from symple_tx.cluster import redis_bus
 from tests.fakes import connect, disconnect
 from tests.unit.test_cluster import RecordingBus, state
 
@@ -65,7 +66,33 @@ class PagedStateTests(unittest.TestCase):
         self.assertEqual(sorted(f["data"]["id"] for f in frames if f["data"]["online"]),
                          sorted(self.ids()))
         self.assertEqual([f for f in frames if not f["data"]["online"]], [])
-        self.assertEqual(self.owner._snapshots, {})
+        # the snapshot serves every reader of this state, then is forgotten
+        [snap] = self.owner._snapshots
+        self.owner.clock.advance(redis_bus.SNAPSHOT_TTL + 1)
+        self.owner._sync(self.owner.channels.node("reader"), reply=False)
+        self.assertNotIn(snap, self.owner._snapshots)
+
+    def test_the_reader_keeps_a_few_pages_in_flight(self):
+        for i in range(8, 20):
+            self.sessions.append(connect(self.owner.router, f"u{i}", ["lobby"])[0])
+        self.owner.hear(self.owner._control, "beat", "reader")  # they have met
+        self.owner.published.clear()
+        self.owner._sync(self.owner._control, reply=False)  # 20 sessions: 7 pages
+
+        def step(source, target):
+            published, source.published = source.published, []
+            for channel, message in published:
+                target.received(channel.encode(), message)
+            return [orjson.loads(m)["page"] for _, m in published]
+
+        self.assertEqual(step(self.owner, self.reader), [0])
+        window = redis_bus.SYNC_WINDOW
+        self.assertEqual(step(self.reader, self.owner), list(range(1, 1 + window)))
+        self.assertEqual(step(self.owner, self.reader), list(range(1, 1 + window)))
+        self.assertEqual(step(self.reader, self.owner), list(range(1 + window, 7)))
+        self.assertEqual(step(self.owner, self.reader), list(range(1 + window, 7)))
+        self.assertEqual(self.reader.published, [])
+        self.assertEqual(mirrored(self.reader, "owner"), self.ids())
 
     def test_stale_sessions_go_offline_only_once_the_last_page_is_in(self):
         self.owner._sync(self.owner._control, reply=False)
@@ -137,7 +164,7 @@ class PagedStateTests(unittest.TestCase):
 
     def test_pages_with_garbage_are_counted_not_applied(self):
         self.reader.hear(self.reader.inbox, "state", "owner", snap=1, page="x")
-        self.reader.hear(self.reader.inbox, "state", "owner", snap="s", page=0,
+        self.reader.hear(self.reader.inbox, "state", "owner", snap="s", page=0, pages=1,
                          sessions=[state("b1", "bob", ["lobby"]), "junk"], more=False)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
         self.assertEqual(self.reader.metrics.invalid._value.get(), 1)
