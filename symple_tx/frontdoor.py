@@ -64,6 +64,7 @@ class FrontDoorRequest(Request):
         if problem is None:
             return super().process()
         self.site = self.channel.site
+        self.site.count("http_path")
         self.channel.persistent = False
         self.setResponseCode(400)
         self.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -97,6 +98,7 @@ class FrontDoorChannel(HTTPChannel):
     def _expired(self) -> None:
         self._deadline = None
         if self.transport is not None:
+            self.site.count("http_deadline")
             self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -107,9 +109,11 @@ class FrontDoorChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:
         if self._command not in METHODS:
+            self.site.count("http_method")
             return self._refuse(405, "Only GET and HEAD are served on this port",
                                 (("Allow", "GET, HEAD"),))
         if self.length != 0:  # a Content-Length above 0, or chunked
+            self.site.count("http_body")
             return self._refuse(413, "Request bodies are not accepted on this port")
         super().allHeadersReceived()
 
@@ -143,12 +147,19 @@ class FrontDoorSite(Site):
     protocol = FrontDoorChannel
     requestFactory = FrontDoorRequest
 
-    def __init__(self, resource: Any, request_deadline: float, **kwargs: Any) -> None:
+    def __init__(self, resource: Any, request_deadline: float, metrics: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(resource, **kwargs)
         self.request_deadline = request_deadline
+        #: The server's ``Metrics``: refusals count as disconnects, by reason.
+        self.metrics = metrics
         self.timeOut = None  # the deadline replaces twisted.web's idle timer
         self.displayTracebacks = False
         self.noisy = False
+
+    def count(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.disconnects[reason].inc()
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

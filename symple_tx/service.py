@@ -73,7 +73,8 @@ class SympleServer:
         self.websocket = SympleServerFactory(self.router, self.authenticator, reactor)
         self.pages = http_root(self.router, self.health, settings.demo)
         # Each HTTP request has the auth timeout to arrive and be answered.
-        self.site = FrontDoorSite(self.pages, request_deadline=settings.auth_timeout)
+        self.site = FrontDoorSite(self.pages, request_deadline=settings.auth_timeout,
+                                  metrics=self.metrics)
         self.port_factory = SymplePortFactory(self.websocket, self.site)
 
     @property

@@ -230,7 +230,7 @@ class _Sniffer(Protocol):
         if end < 0 and len(buffer) <= MAX_HEAD:
             return
         if end < 0 or end + 4 > MAX_HEAD:
-            self.port_factory.router.metrics.drops["head_too_large"].inc()
+            self.port_factory.router.metrics.disconnects["head_too_large"].inc()
             return self._refuse(431, f"Request head too large: the limit is {MAX_HEAD} bytes")
         self._stop_timer()
         factory = self.port_factory

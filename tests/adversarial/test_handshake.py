@@ -34,7 +34,7 @@ class HeadSizeTests(RawTestCase):
         for client in clients:
             received = yield with_timeout(client.lost, what="431 and close")
             self.assertEqual(client.status, 431, received[:80])
-        self.assertEqual(self.sample("symple_drops_total", reason="head_too_large"), 4)
+        self.assertEqual(self.sample("symple_disconnects_total", reason="head_too_large"), 4)
 
     @defer.inlineCallbacks
     def test_endless_plain_head_gets_431(self):

@@ -30,6 +30,7 @@ class BodyTests(RawTestCase):
         self.assertEqual(client.status, 405, received[:80])
         self.assertIn(b"\r\nAllow: GET, HEAD\r\n", received)
         self.assertIn(b"\r\nConnection: close\r\n", received)
+        self.assertEqual(self.sample("symple_disconnects_total", reason="http_method"), 1)
 
     @defer.inlineCallbacks
     def test_a_body_trickled_a_byte_at_a_time_is_not_waited_for(self):
@@ -44,6 +45,7 @@ class BodyTests(RawTestCase):
         client = yield self.raw(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         yield with_timeout(client.lost, what="413 and close")
         self.assertEqual(client.status, 413)
+        self.assertEqual(self.sample("symple_disconnects_total", reason="http_body"), 1)
 
     @defer.inlineCallbacks
     def test_chunked_body_is_refused(self):
@@ -82,6 +84,7 @@ class DeadlineTests(RawTestCase):
             yield deferLater(reactor, 0.1, lambda: None)
         self.assertTrue(client.lost.called, "a trickled request kept its connection open")
         self.assertLess(client.lost_at - started, 2.0)
+        self.assertEqual(self.sample("symple_disconnects_total", reason="http_deadline"), 1)
 
     @defer.inlineCallbacks
     def test_a_trickled_first_head_is_cut_at_its_deadline(self):
@@ -134,6 +137,7 @@ class PathTests(RawTestCase):
             received = yield with_timeout(client.lost, WAIT, what=f"an answer for {path!r}")
             self.assertIn(client.status, (400, 404), (path, received[:80]))
         self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertGreaterEqual(self.sample("symple_disconnects_total", reason="http_path"), 9)
 
 
 class NoDemoPathTests(PathTests):
