@@ -59,7 +59,7 @@ class SympleServer:
             self.pool = Pool(address, reactor, poolsize=4)
             pool = self.pool
             store = RedisSessionStore(pool.redis, keys.session_prefix,
-                                      available=lambda: pool.connected)
+                                      available=lambda: pool.reachable)
             bus = RedisBus(None, address, keys, settings.node_timeout, reactor)
         self.router = Router(settings, self.metrics, SympleServerFactory.prepare, bus, reactor)
         self.health = Health(self.router)

@@ -461,6 +461,7 @@ class Pool:
                                        factory=factory, retry=retry, timeout=timeout)
                             for _ in range(poolsize)]
         self._first: Optional[Deferred] = None
+        self._unreachable = False
         # txredisapi hands out commands once its pool holds every connection.
         self._filled = False
         factory.deferred.addCallback(self._now_filled)
@@ -471,6 +472,14 @@ class Pool:
     @property
     def connected(self) -> bool:
         return all(c.protocol is not None for c in self.connections)
+
+    @property
+    def reachable(self) -> bool:
+        """False from a failed or lost connection while none is usable, until one is.
+
+        Still connecting for the first time counts as reachable: a command then
+        waits for the connection instead of failing."""
+        return not self._unreachable or any(c.protocol is not None for c in self.connections)
 
     def start(self) -> None:
         for connection in self.connections:
@@ -493,15 +502,17 @@ class Pool:
 
     # Listener: the pool's own connections.
     def ready(self, connection: Connection, protocol: Any) -> None:
+        self._unreachable = False
         self.factory.addConnection(protocol)
         if self.connected and self._filled and self._first is not None:
             d, self._first = self._first, None
             d.callback(self.redis)
 
     def lost(self, connection: Connection, protocol: Any) -> None:
-        pass
+        self._unreachable = not any(c.protocol is not None for c in self.connections)
 
     def failed(self, connection: Connection, why: str) -> None:
+        self._unreachable = not any(c.protocol is not None for c in self.connections)
         if not connection.retry and self._first is not None:
             d, self._first = self._first, None
             d.errback(ConnectionError(f"cannot connect to Redis at {self.address}: {why}"))

@@ -24,9 +24,9 @@ class StoreUnavailable(ConnectionError):
 class RedisSessionStore:
     """Reads and extends stored sessions through a txredisapi command interface.
 
-    With ``available`` (the server's pool: connected or not), a lookup while
-    Redis is away fails at once with ``StoreUnavailable`` instead of waiting
-    for a connection, so the peer hears why instead of timing out.
+    With ``available`` (the server's pool: is Redis known to be away?), a
+    lookup while Redis is away fails at once with ``StoreUnavailable`` instead
+    of waiting for a connection, so the peer hears why instead of timing out.
     """
 
     def __init__(self, redis: Any, prefix: str = SESSION_PREFIX,

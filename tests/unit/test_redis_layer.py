@@ -90,3 +90,20 @@ class ReasonTests(unittest.TestCase):
         self.assertEqual(reason(Failure(ConnectionRefusedError())), "connection refused")
         self.assertEqual(reason(Failure(DNSLookupError("h"))), "unknown host")
         self.assertEqual(reason(Failure(ConnectionDone())), "the server closed the connection")
+
+
+class PoolTests(unittest.TestCase):
+    def test_reachable_until_an_attempt_fails_with_none_connected(self):
+        from symple_tx.redis.connect import Pool
+        reactor = MemoryReactorClock()
+        pool = Pool(RedisAddress(), reactor, poolsize=2)
+        self.assertTrue(pool.reachable)  # not tried yet: commands wait for it
+        pool.start()
+        self.assertTrue(pool.reachable)  # still connecting the first time
+        first, second = reactor.tcpClients
+        first[2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(pool.connections[0].attempts, 1)
+        self.assertFalse(pool.reachable)
+        second[2].clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertFalse(pool.reachable)
+        self.successResultOf(pool.stop())
