@@ -14,6 +14,7 @@ from symple_tx.client import SympleClient
 from tests.browser.support import Page, artifact_path
 from tests.browser.test_demo_page import ICE_CONNECTED, DemoPageTestCase
 from tests.media_support import MediaTestMixin, require_media
+from tests.process_support import CliMixin
 
 WATCH = '#roster li[data-user="cam"] button[data-action="watch"]'
 MJPEG = '#roster li[data-user="cam"] button[data-action="mjpeg"]'
@@ -194,4 +195,27 @@ class RecordTests(WatchTestCase):
                 frames = list(container.decode(video=0))
             self.assertGreaterEqual(len(frames), 10)
             self.assertEqual((frames[-1].width, frames[-1].height), (640, 480))
+        return self.in_browser(scenario)
+
+
+class StreamCommandPageTests(CliMixin, DemoPageTestCase):
+    """What a user does: ``symple stream`` on the server, then Watch in the demo page."""
+
+    def test_the_page_watches_symple_stream(self):
+        require_media()
+        cli = self.spawn("stream", self.url, "--user", "cam", "--room", "demo",
+                             "--max-viewers", "1")
+
+        def scenario():
+            self.on_reactor(cli.stderr_has, "streaming test pattern 640x480 @ 15 fps")
+            page = self.open_page("alice")
+            page.wait_state(conn="online")
+            page.wait(lambda p: p.js(f"return Boolean(document.querySelector('{WATCH}')"
+                                     "?.offsetParent)"), "cam's Watch button")
+            page.click(WATCH)
+            page.wait_state(call="in-call", ice=ICE_CONNECTED, callMode="watch")
+            self.assert_receiving_video(page)
+            self.assertEqual(page.video("remote-video")["width"], 640)
+            page.click("#hangup")
+            page.wait_state(call="idle")
         return self.in_browser(scenario)
