@@ -159,7 +159,10 @@ class DefaultLimitChecks(PeersMixin):
                          what="the flood frames that passed")
         flood = texts(carol, "flood")
         self.assertLessEqual(len(flood), 150)
-        self.assertEqual(flood, list(range(len(flood))))
+        # In order and never twice; after the first run of passes, a frame sent once
+        # the budget has refilled a little may pass too (its neighbours were refused).
+        self.assertEqual(flood, sorted(set(flood)))
+        self.assertEqual(flood[:90], list(range(90)))
         self.assertEqual([f for f in bob.received if f.get("type") == "error"], [])
         self.assertIsNone(bob.close_code)
 
