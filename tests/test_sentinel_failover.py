@@ -247,3 +247,41 @@ class SentinelFailoverTests(PeersMixin, unittest.TestCase):
             mirrored = yield node.metric("symple_bus_remote_sessions")
             self.assertEqual(mirrored, others)
         self.assertLessEqual(sum(1 for f in bob.received if is_message("across")(f)), n)
+
+    @defer.inlineCallbacks
+    def test_a_master_demoted_alive_is_left_for_the_new_one(self):
+        """SENTINEL FAILOVER: the old master keeps running, and is turned into a replica.
+
+        A replica still relays PUBLISH to its own subscribers, so servers left
+        on it would go on talking to each other while backends, on the new
+        master, reach nobody: the bus notices its heartbeat refused
+        (READONLY) and moves both servers over.
+        """
+        a, b = self.processes
+        alice = yield self.login(a, "alice")
+        bob = yield self.login(b, "bob")
+        yield eventually(lambda: any(presence_of(bob, True)(f) for f in alice.received),
+                         what="presence")
+        self.sentinels[0].ask("SENTINEL", "FAILOVER", SERVICE)
+        yield eventually(lambda: self.sentinels[0].master_port() == self.replica.port,
+                         seconds=30, what="the Sentinels to promote the replica")
+        # Sentinel turns the old master into a replica some seconds later
+        yield eventually(lambda: "role:slave" in self.master.command("INFO", "replication"),
+                         seconds=30, what="the old master to become a replica")
+        demoted = reactor.seconds()
+        yield eventually(lambda: self.replica.command("PUBSUB", "NUMSUB", "symple:broadcast")
+                         .split() == ["symple:broadcast", "2"], seconds=RECOVERY,
+                         what="both servers subscribed on the new master")
+        self.assertEqual(self.master.command("PUBSUB", "NUMSUB", "symple:broadcast").split(),
+                         ["symple:broadcast", "0"])
+        frame = '{"type": "message", "from": "bot|backend", "to": "lobby", "data": "after"}'
+        while not (any(is_message("after")(f) for f in alice.received)
+                   and any(is_message("after")(f) for f in bob.received)):
+            self.assertLess(reactor.seconds() - demoted, RECOVERY,
+                            "backend frames on the new master did not arrive")
+            self.replica.command("PUBLISH", "symple:broadcast", frame)
+            yield deferLater(reactor, 0.1, lambda: None)
+        alice.send_json({"type": "message", "to": bob.address, "data": "across"})
+        yield bob.expect(is_message("across"))
+        self.assertEqual(roster(alice), {"bob": [bob.session_id]})
+        self.assertEqual(roster(bob), {"alice": [alice.session_id]})

@@ -124,6 +124,9 @@ class RedisBus(Bus):
         #: Paged states being read by other processes: snapshot id -> (session
         #: ids at the time, last asked for).
         self._snapshots: dict[str, tuple[list[str], float]] = {}
+        #: Whether the address finds the master afresh on each connection
+        #: (Sentinel): then a server that turns out to be a replica is left.
+        self._follows_master = getattr(address, "follows_master", False)
         self.publisher = Connection(address, reactor, listeners=[self])
         self.subscriber = Subscription(address, reactor, listeners=[self])
         for channel in (self._control, self.inbox):
@@ -322,7 +325,25 @@ class RedisBus(Bus):
         self._tell("beat")
         ttl = max(1, int(self.node_timeout * 1000))
         protocol.set(self.channels.alive(self.node), "1", expire=None,
-                     pexpire=ttl).addErrback(lambda _: None)
+                     pexpire=ttl).addErrback(self._beat_failed, protocol)
+
+    def _beat_failed(self, failure: Any, protocol: Any) -> None:
+        """A heartbeat refused as READONLY: the master was demoted under us.
+
+        A replica still relays PUBLISH to its own subscribers, so without this
+        a process would go on talking to the processes left on the old master
+        while backends and the others meet on the new one.  Through Sentinel,
+        both connections are closed and made again to the master it names now.
+        """
+        if not self._follows_master or "READONLY" not in failure.getErrorMessage():
+            return
+        if self.publisher.protocol is not protocol:
+            return  # already replaced
+        log.warn("Redis became a replica: reconnecting to the master Sentinel names")
+        for connection in (self.publisher, self.subscriber):
+            current = connection.protocol
+            if current is not None and current.transport is not None:
+                current.transport.loseConnection()
 
     def _on_state(self, node: Any, event: dict) -> None:
         """A page of another process's paged state; ask for those ``SYNC_WINDOW`` ahead.

@@ -49,6 +49,10 @@ class SentinelAddress(RedisAddress):
     sentinel_password: Optional[str] = None
     sentinel_username: Optional[str] = None
 
+    #: Each connection finds the master afresh: a connection that finds itself
+    #: on a replica (READONLY) is worth closing (``RedisBus`` does).
+    follows_master = True
+
     def __str__(self) -> str:
         """How logs and errors name it: never a password."""
         hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.sentinels)

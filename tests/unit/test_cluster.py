@@ -262,3 +262,49 @@ class StalePresenceTests(unittest.TestCase):
                      codec.delivery("presence", [alice.id], presence))
         [frame] = link.take()
         self.assertEqual(frame["from"], bob_address)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.lost = False
+
+    def loseConnection(self) -> None:
+        self.lost = True
+
+
+class _Protocol:
+    def __init__(self) -> None:
+        self.transport = _Transport()
+
+
+class DemotedMasterTests(unittest.TestCase):
+    """A heartbeat refused with READONLY: through Sentinel, the bus reconnects."""
+
+    def setUp(self):
+        self.bus = RecordingBus("me")
+        self.bus.publisher.protocol = _Protocol()
+        self.bus.subscriber.protocol = _Protocol()
+
+    def refuse(self, message: str) -> None:
+        from twisted.python.failure import Failure
+        self.bus._beat_failed(Failure(Exception(message)), self.bus.publisher.protocol)
+
+    def lost(self) -> list[bool]:
+        return [c.protocol.transport.lost for c in (self.bus.publisher, self.bus.subscriber)]
+
+    def test_readonly_closes_both_connections_when_following_the_master(self):
+        self.bus._follows_master = True
+        self.refuse("READONLY You can't write against a read only replica.")
+        self.assertEqual(self.lost(), [True, True])
+
+    def test_other_refusals_and_fixed_addresses_keep_the_connections(self):
+        self.bus._follows_master = True
+        self.refuse("OOM command not allowed")
+        self.bus._follows_master = False  # a plain redis:// address has nowhere else to go
+        self.refuse("READONLY You can't write against a read only replica.")
+        self.assertEqual(self.lost(), [False, False])
+
+    def test_sentinel_addresses_follow_the_master(self):
+        from symple_tx.redis.sentinel import SentinelAddress
+        self.assertTrue(SentinelAddress(sentinels=(("h", 1),), service="s").follows_master)
+        self.assertFalse(getattr(RedisAddress(), "follows_master", False))
