@@ -166,9 +166,12 @@ class RosterTests(ClientMixin, ServerTestCase):
         self.assertTrue(alice.has_capability("video", bob.address))
         self.assertTrue(bob.has_capability("video"))
 
-        updated = alice.once("update_peer", timeout=WAIT)
+        # bob is already in alice's roster: the update that announces audio satisfies a wait
+        with_audio = alice.wait_for_peer(lambda p: "audio" in p.get("capabilities", {}))
+        self.assertFalse(with_audio.called)
         bob.add_capability("audio", {"codec": "opus"})
-        peer = yield updated
+        peer = yield with_timeout(with_audio, what="bob's audio capability")
+        self.assertEqual(peer["id"], bob.peer["id"])
         self.assertEqual(alice.get_capability("audio", bob.peer["id"]), {"codec": "opus"})
 
         updated = alice.once("update_peer", timeout=WAIT)

@@ -64,16 +64,24 @@ class Events:
             except Exception:
                 log.failure("Error in a {event!r} listener", event=event)
 
-    def once(self, event: str, match: Callable[..., bool] = lambda *a: True,
+    def once(self, event: Union[str, tuple[str, ...]],
+             match: Callable[..., bool] = lambda *a: True,
              timeout: Optional[float] = None, reactor: Any = None) -> Deferred:
-        """A Deferred for the next ``event`` whose arguments satisfy ``match``."""
+        """A Deferred for the next ``event`` (or any of several) whose arguments satisfy ``match``."""
+        events = (event,) if isinstance(event, str) else event
+
+        def stop(_: Any = None) -> None:
+            for name in events:
+                self.off(name, listener)
+
         def listener(*args: Any) -> None:
             if match(*args):
-                self.off(event, listener)
+                stop()
                 d.callback(args[0] if len(args) == 1 else args)
 
-        d: Deferred = Deferred(lambda _: self.off(event, listener))
-        self.on(event, listener)
+        d: Deferred = Deferred(stop)
+        for name in events:
+            self.on(name, listener)
         if timeout is not None:
             d.addTimeout(timeout, reactor or default_reactor())
         return d

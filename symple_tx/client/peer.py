@@ -440,11 +440,15 @@ class SympleClient(Events):
         return self.wait_for("message", match, timeout)
 
     def wait_for_peer(self, match: PeerMatch, timeout: Optional[float] = None) -> Deferred:
-        """A roster peer (user name, ``user|id`` or predicate), now or when it appears."""
+        """A roster peer (user name, ``user|id`` or predicate), now or when one matches.
+
+        A peer already in the roster can come to match later: a predicate on its
+        capabilities is satisfied by the presence update that announces them.
+        """
         found = self.roster.find(match)
         if found:
             return succeed(found[0])
-        return self.once("add_peer", lambda p: peer_matches(p, match),
+        return self.once(("add_peer", "update_peer"), lambda p: peer_matches(p, match),
                          timeout, self.reactor)
 
 
