@@ -155,10 +155,17 @@ class SlowViewerTests(MJPEGTestCase):
         # Each of the 50 was written (only while the kernel took some), dropped, or is the
         # one kept waiting; the kernel's buffers cannot take more than a few.
         sent, dropped = viewer.sent - sent, viewer.dropped - dropped
-        self.assertEqual(sent + dropped + 1, 50)
+        newest = bytes([frame % 256]) * self.FRAME
+        if viewer.waiting is None:
+            # The kernel took some after the last publish: resuming wrote the held frame
+            # (and, a whole frame being over the buffer size, paused again).
+            self.assertGreater(sent, 0)
+            self.assertEqual(sent + dropped, 50)
+        else:
+            self.assertEqual(viewer.waiting, newest)  # only the newest is kept
+            self.assertEqual(sent + dropped + 1, 50)
         self.assertLessEqual(sent, 3)
         self.assertLessEqual(viewer.written_bytes - written, 3 * (self.FRAME + 200))
-        self.assertEqual(len(viewer.waiting), self.FRAME)  # only the newest is kept
         queued = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         self.assertLess(queued, 3 * self.FRAME + transport.bufferSize)
         # Everyone else is unaffected: a new viewer gets the frames published after it came.
