@@ -89,18 +89,19 @@ class TestPeer(WebSocketClientProtocol):
 
     # -- waiting ------------------------------------------------------------
 
-    def next(self, what: str = "frame") -> Deferred:
-        return with_timeout(self.frames.get(), what=what)
+    def next(self, what: str = "frame", seconds: float = WAIT) -> Deferred:
+        return with_timeout(self.frames.get(), seconds, what=what)
 
     @defer.inlineCallbacks
-    def expect(self, match: Callable[[dict], bool] | str, what: str = ""):
+    def expect(self, match: Callable[[dict], bool] | str, what: str = "",
+               seconds: float = WAIT):
         """The next frame that matches (type name or predicate); earlier ones are skipped."""
         if isinstance(match, str):
             kind = match
             match = lambda frame: frame.get("type") == kind  # noqa: E731
             what = what or kind
         while True:
-            frame = yield self.next(what or "matching frame")
+            frame = yield self.next(what or "matching frame", seconds)
             if match(frame):
                 return frame
 
