@@ -7,7 +7,9 @@ Keys, channel and JSON are those of the Ruby gem (``Symple::Emitter``,
 ``Symple::Session``), so Ruby and Python backends can share one server.
 
 Every method returns a Deferred; ``Emitter.from_url`` and
-``Sessions.from_url`` open their own Redis connection.
+``Sessions.from_url`` open their own Redis connection, where a command waits
+at most ``timeout`` seconds for Redis and then fails with
+``RedisUnavailable`` (a backend must not hang because Redis is away).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.internet.defer import Deferred
 from . import wire
 from .redis import connect
 from .redis.address import RedisAddress
+from .redis.connect import COMMAND_TIMEOUT, RedisUnavailable
 from .redis.keys import Keys
 from .redis.store import SESSION_PREFIX, RedisSessionStore
 
@@ -28,22 +31,29 @@ BROADCAST_CHANNEL = Keys().broadcast
 Target = Union[str, list[str], tuple[str, ...]]
 
 
-def connect_redis(url: str, ca_file: Optional[str] = None) -> Any:
+__all__ = ["BROADCAST_CHANNEL", "COMMAND_TIMEOUT", "Emitter", "RedisUnavailable", "Sessions",
+           "connect_redis"]
+
+
+def connect_redis(url: str, ca_file: Optional[str] = None,
+                  timeout: Optional[float] = COMMAND_TIMEOUT) -> Any:
     """A lazy, self-reconnecting txredisapi connection for a Redis URL.
 
     ``rediss://`` verifies the server's certificate against the system's CAs,
-    or ``ca_file`` (or the URL's ``?ssl_ca_certs=``).
+    or ``ca_file`` (or the URL's ``?ssl_ca_certs=``).  A command still
+    unanswered after ``timeout`` seconds (None: no bound) is cancelled and
+    fails with ``RedisUnavailable``, which names the address and the reason.
     """
-    return connect.pool(RedisAddress.parse(url, ca_file))
+    return connect.pool(RedisAddress.parse(url, ca_file), timeout=timeout)
 
 
 class Sessions(RedisSessionStore):
     """Session tokens at ``symple:session:<token>``: the JSON object the server merges at auth."""
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = SESSION_PREFIX,
-                 ca_file: Optional[str] = None) -> "Sessions":
-        return cls(connect_redis(url, ca_file), prefix)
+    def from_url(cls, url: str, prefix: str = SESSION_PREFIX, ca_file: Optional[str] = None,
+                 timeout: Optional[float] = COMMAND_TIMEOUT) -> "Sessions":
+        return cls(connect_redis(url, ca_file, timeout), prefix)
 
     def set(self, token: str, session: dict, ttl: Optional[int] = None) -> Deferred:
         """Store a session (``user``, ``name``, ``rooms``, extra fields); expires after ``ttl`` s."""
@@ -98,8 +108,9 @@ class Emitter:
         self.sessions = sessions or Sessions(redis)
 
     @classmethod
-    def from_url(cls, url: str, ca_file: Optional[str] = None, **options: Any) -> "Emitter":
-        return cls(connect_redis(url, ca_file), **options)
+    def from_url(cls, url: str, ca_file: Optional[str] = None,
+                 timeout: Optional[float] = COMMAND_TIMEOUT, **options: Any) -> "Emitter":
+        return cls(connect_redis(url, ca_file, timeout), **options)
 
     # -- chained builders ------------------------------------------------------
 

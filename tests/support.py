@@ -327,6 +327,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def silent_server(test: unittest.TestCase,
+                  answer_ping: bool = False) -> tuple[int, list[bytes]]:
+    """A loopback port that accepts connections and never answers: (port, bytes received).
+
+    With ``answer_ping`` it answers PING and nothing else, like a Redis that stalls."""
+    from twisted.internet.protocol import Factory, Protocol
+    received: list[bytes] = []
+    connections: list[Any] = []
+
+    class Silent(Protocol):
+        def connectionMade(self) -> None:
+            connections.append(self.transport)
+
+        def dataReceived(self, data: bytes) -> None:
+            received.append(data)
+            if answer_ping and b"PING" in data.upper():
+                self.transport.write(b"+PONG\r\n")
+
+    listening = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
+
+    def stop() -> Deferred:
+        for transport in connections:
+            transport.abortConnection()
+        return listening.stopListening()
+    test.addCleanup(stop)
+    return listening.getHost().port, received
+
+
 def self_signed_cert(directory: str, host: str = "localhost") -> tuple[str, str]:
     """Write a fresh self-signed key and certificate (PEM) for ``host``; returns their paths."""
     import datetime

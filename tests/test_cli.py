@@ -13,7 +13,8 @@ from symple_tx.config import Settings
 from symple_tx.emitter import Sessions, connect_redis
 from symple_tx.hooks import AuthRejected
 from tests.process_support import PROCESS_WAIT, CliMixin
-from tests.support import ServerTestCase, free_port, redis_required, with_timeout
+from tests.support import (ServerTestCase, free_port, redis_required, silent_server,
+                           with_timeout)
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -248,6 +249,37 @@ class AuthFailureTests(CliMixin, ServerTestCase):
 
 def _reject() -> None:
     raise AuthRejected("bad token")
+
+
+class SilentRedisTests(CliMixin, unittest.TestCase):
+    """A Redis address that accepts and never answers: one line and exit 1, no hang."""
+
+    @defer.inlineCallbacks
+    def test_session_and_emit_give_up_after_the_timeout(self):
+        port, _ = silent_server(self)
+        url = f"redis://127.0.0.1:{port}"
+        for args in (["session", "show", "x"], ["emit", "--to", "lobby", "--data", "1"]):
+            code, stdout, stderr = yield self.run_cli(*args, "--redis", url, "--timeout", "1")
+            self.assertEqual(code, 1, stderr)
+            self.assertEqual(stdout, [])
+            self.assertEqual(stderr.splitlines(),
+                             [f"symple: cannot connect to Redis at 127.0.0.1:{port}: no answer "
+                              f"(is it a Redis server, with TLS if rediss://?)"])
+
+    @defer.inlineCallbacks
+    def test_a_command_redis_never_answers_gives_up_after_the_timeout(self):
+        port, received = silent_server(self, answer_ping=True)
+        url = f"redis://127.0.0.1:{port}"
+        for args in (["session", "show", "x"], ["emit", "--to", "lobby", "--data", "1"]):
+            code, stdout, stderr = yield self.run_cli(*args, "--redis", url, "--timeout", "1")
+            self.assertEqual(code, 1, stderr)
+            self.assertEqual(stdout, [])
+            self.assertEqual(stderr.splitlines(),
+                             [f"symple: no answer from Redis at 127.0.0.1:{port} within 1s: "
+                              f"connected, but no reply"])
+        sent = b"".join(received).upper()
+        self.assertIn(b"GET", sent)  # the commands did reach the server
+        self.assertIn(b"PUBLISH", sent)
 
 
 class RedisCommandTests(CliMixin, ServerTestCase):

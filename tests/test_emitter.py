@@ -13,8 +13,8 @@ from twisted.trial import unittest
 
 from symple_tx.client import AuthError, SympleClient
 from symple_tx.config import Settings
-from symple_tx.emitter import Emitter, Sessions, connect_redis
-from tests.support import ServerTestCase, redis_required, with_timeout
+from symple_tx.emitter import COMMAND_TIMEOUT, Emitter, RedisUnavailable, Sessions, connect_redis
+from tests.support import ServerTestCase, free_port, redis_required, silent_server, with_timeout
 
 REDIS = "redis://127.0.0.1:6379"
 
@@ -66,6 +66,44 @@ class SessionsTests(RedisTestCase):
 
     def test_default_key_is_the_ruby_gems(self):
         self.assertEqual(Sessions(self.redis).prefix, "symple:session:")
+
+
+class UnreachableRedisTests(unittest.TestCase):
+    """A backend tool never hangs: each command waits a bounded time, then says why."""
+
+    @defer.inlineCallbacks
+    def test_nobody_listening_fails_with_the_address_and_reason(self):
+        port = free_port()
+        sessions = Sessions.from_url(f"redis://127.0.0.1:{port}", timeout=0.5)
+        self.addCleanup(sessions.redis.disconnect)
+        failure = yield with_timeout(self.assertFailure(sessions.get("tok"), RedisUnavailable),
+                                     what="the bounded wait")
+        self.assertEqual(str(failure), f"no answer from Redis at 127.0.0.1:{port} within "
+                                       f"0.5s: connection refused")
+        self.assertIsInstance(failure, ConnectionError)
+
+    @defer.inlineCallbacks
+    def test_a_server_that_never_answers_fails_and_the_command_is_not_sent(self):
+        port, received = silent_server(self)
+        emitter = Emitter.from_url(f"redis://127.0.0.1:{port}", timeout=0.5)
+        self.addCleanup(emitter.redis.disconnect)
+        failure = yield with_timeout(
+            self.assertFailure(emitter.to("lobby").send("hi"), RedisUnavailable),
+            what="the bounded wait")
+        self.assertIn(f"no answer from Redis at 127.0.0.1:{port} within 0.5s: connected, "
+                      f"but no answer", str(failure))
+        self.assertNotIn(b"PUBLISH", b"".join(received))
+        yield with_timeout(
+            self.assertFailure(emitter.create_session("t", {"user": "a"}), RedisUnavailable),
+            what="the bounded wait")
+        self.assertNotIn(b"SET", b"".join(received))
+
+    def test_the_default_bound_is_five_seconds(self):
+        for redis in (Sessions.from_url("redis://127.0.0.1:1").redis,
+                      Emitter.from_url("redis://127.0.0.1:1").redis):
+            self.addCleanup(redis.disconnect)
+            self.assertEqual(redis.timeout, COMMAND_TIMEOUT)
+        self.assertEqual(COMMAND_TIMEOUT, 5.0)
 
 
 class EmitterFrameTests(unittest.TestCase):

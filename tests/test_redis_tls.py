@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from symple_tx.config import Settings
-from symple_tx.emitter import Emitter, Sessions
+from symple_tx.emitter import Emitter, RedisUnavailable, Sessions
 from symple_tx.redis import RedisAddress
 from symple_tx.redis.connect import Connection, connect_once
 from symple_tx.redis.store import StoreUnavailable
@@ -233,20 +233,23 @@ class BackendTests(TLSTestCase):
     """``Emitter`` and ``Sessions`` from a URL."""
 
     @defer.inlineCallbacks
-    def test_wrong_certificate_never_answers(self):
+    def test_wrong_certificate_is_never_sent_a_command(self):
         for what, url, ca in self.wrong():
-            sessions = Sessions.from_url(url, ca_file=ca)
-            emitter = Emitter.from_url(url, ca_file=ca)
+            sessions = Sessions.from_url(url, ca_file=ca, timeout=3)
+            emitter = Emitter.from_url(url, ca_file=ca, timeout=3)
+            self.addCleanup(sessions.redis.disconnect)
+            self.addCleanup(emitter.redis.disconnect)
             pools = [sessions.redis.pool, emitter.redis.pool]
             stored = sessions.get("x")
             published = emitter.to("lobby").send("hi")
             yield eventually(lambda: all(c.attempts >= 2 for p in pools for c in p.connections),
                              what=f"the pools to fail twice ({what})")
             self.assertFalse(stored.called or published.called, what)
-            yield sessions.redis.disconnect()
-            yield emitter.redis.disconnect()
-            stored.addErrback(lambda _: None)
-            published.addErrback(lambda _: None)
+            # then the bounded wait gives up, saying why
+            for d in (stored, published):
+                failure = yield with_timeout(self.assertFailure(d, RedisUnavailable),
+                                             what=f"the bounded wait ({what})")
+                self.assertIn("within 3s: TLS: ", str(failure), what)
 
     @defer.inlineCallbacks
     def test_right_certificate_works(self):

@@ -44,7 +44,8 @@ def shown_redis(args: argparse.Namespace) -> str:
 
 
 async def open_redis(reactor: Any, args: argparse.Namespace) -> Any:
-    """A connection that fails fast (no retrying) when Redis is unreachable.
+    """A connection that fails fast (no retrying) when Redis is unreachable, and
+    whose commands wait at most ``--timeout`` seconds.
 
     ``rediss://`` verifies the server's certificate (``--redis-ca`` or the
     system's CAs), like every other Redis connection.
@@ -54,7 +55,7 @@ async def open_redis(reactor: Any, args: argparse.Namespace) -> Any:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     try:
-        return await connect.connect_once(address, reactor, args.timeout)
+        return await connect.connect_once(address, reactor, args.timeout, args.timeout)
     except ConnectionError as exc:
         raise CommandError(str(exc)) from None
 
@@ -64,6 +65,8 @@ async def with_redis(reactor: Any, args: argparse.Namespace,
     redis = await open_redis(reactor, args)
     try:
         await use(redis)
+    except connect.RedisUnavailable as exc:
+        raise CommandError(str(exc)) from None
     finally:
         await redis.disconnect()
 

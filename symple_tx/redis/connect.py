@@ -48,6 +48,8 @@ FACTOR = 2.0
 MAX_DELAY = 4.0
 #: Seconds ``stop`` waits for a connection to close before dropping it.
 STOP_TIMEOUT = 2.0
+#: Seconds a backend tool's command (``Emitter``, ``Sessions``, the CLI) may wait.
+COMMAND_TIMEOUT = 5.0
 
 
 def _reactor(reactor: Any) -> Any:
@@ -462,6 +464,8 @@ class Pool:
                             for _ in range(poolsize)]
         self._first: Optional[Deferred] = None
         self._unreachable = False
+        #: Why the last attempt failed or the last connection went, while none is usable.
+        self.last_problem: Optional[str] = None
         # txredisapi hands out commands once its pool holds every connection.
         self._filled = False
         factory.deferred.addCallback(self._now_filled)
@@ -503,6 +507,7 @@ class Pool:
     # Listener: the pool's own connections.
     def ready(self, connection: Connection, protocol: Any) -> None:
         self._unreachable = False
+        self.last_problem = None
         self.factory.addConnection(protocol)
         if self.connected and self._filled and self._first is not None:
             d, self._first = self._first, None
@@ -510,27 +515,91 @@ class Pool:
 
     def lost(self, connection: Connection, protocol: Any) -> None:
         self._unreachable = not any(c.protocol is not None for c in self.connections)
+        self.last_problem = "the connection was lost"
 
     def failed(self, connection: Connection, why: str) -> None:
         self._unreachable = not any(c.protocol is not None for c in self.connections)
+        self.last_problem = why
         if not connection.retry and self._first is not None:
             d, self._first = self._first, None
             d.errback(ConnectionError(f"cannot connect to Redis at {self.address}: {why}"))
 
 
-def pool(address: RedisAddress, poolsize: int = 1, reactor: Any = None) -> Any:
-    """A started, self-reconnecting pool's command interface (``Emitter``, ``Sessions``)."""
+    def problem(self) -> str:
+        """Why a command is still waiting, in a few words."""
+        if any(c.protocol is not None for c in self.connections):
+            return "connected, but no reply"
+        if self.last_problem:
+            return self.last_problem
+        if any(c._current is not None for c in self.connections):
+            return "connected, but no answer (is it a Redis server, with TLS if rediss://?)"
+        return "still connecting"
+
+
+class RedisUnavailable(ConnectionError):
+    """A command Redis did not answer in time; the message says where and why."""
+
+    def __init__(self, address: Any, timeout: float, why: str) -> None:
+        super().__init__(f"no answer from Redis at {address} within {timeout:g}s: {why}")
+        self.address = address
+        self.timeout = timeout
+        self.why = why
+
+
+class Bounded:
+    """txredisapi's command interface where each command waits at most ``timeout`` s.
+
+    A backend tool must not hang when Redis is away: a command still waiting
+    then is cancelled (never sent later) and fails with ``RedisUnavailable``.
+    """
+
+    def __init__(self, connections: Pool, timeout: float, reactor: Any = None) -> None:
+        self.pool = connections
+        self.timeout = timeout
+        self._reactor = _reactor(reactor)
+
+    def disconnect(self) -> Deferred:
+        return self.pool.stop()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        method = getattr(self.pool.redis, name)
+
+        def bounded(*args: Any, **kwargs: Any) -> Deferred:
+            return self.bound(method(*args, **kwargs))
+        return bounded
+
+    def bound(self, d: Deferred) -> Deferred:
+        """``d``, cancelled and failed with ``RedisUnavailable`` after ``timeout`` s."""
+        def expired(result: Any, timeout: float) -> Any:
+            if isinstance(result, Failure) and result.check(CancelledError):
+                raise RedisUnavailable(self.pool.address, timeout, self.pool.problem())
+            return result
+        return d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=expired)
+
+
+def pool(address: RedisAddress, poolsize: int = 1, reactor: Any = None,
+         timeout: Optional[float] = COMMAND_TIMEOUT) -> Any:
+    """A started, self-reconnecting pool's command interface (``Emitter``, ``Sessions``).
+
+    Each command waits at most ``timeout`` seconds (None: for ever).
+    """
     connections = Pool(address, reactor, poolsize)
     connections.start()
-    return connections.redis
+    if timeout is None:
+        return connections.redis
+    return Bounded(connections, timeout, reactor)
 
 
 def connect_once(address: RedisAddress, reactor: Any = None,
-                 timeout: float = CONNECT_TIMEOUT) -> Deferred:
+                 timeout: float = CONNECT_TIMEOUT,
+                 command_timeout: Optional[float] = None) -> Deferred:
     """One connection that fails fast (no retrying): for the command line.
 
-    Fires with txredisapi's command interface, or fails with a
-    ``ConnectionError`` that says where and why.
+    Fires with txredisapi's command interface (each command bounded by
+    ``command_timeout`` s if given), or fails with a ``ConnectionError`` that
+    says where and why.
     """
     try:
         connections = Pool(address, reactor, 1, retry=False, timeout=timeout)
@@ -538,6 +607,8 @@ def connect_once(address: RedisAddress, reactor: Any = None,
         return fail(ConnectionError(str(exc)))
     d = connections.when_ready()
     connections.start()
+    if command_timeout is not None:
+        d.addCallback(lambda _: Bounded(connections, command_timeout, reactor))
     return d
 
 
