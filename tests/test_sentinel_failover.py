@@ -16,10 +16,14 @@ import tempfile
 from typing import Any, Optional
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import Clock, LoopingCall, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from symple_tx.emitter import Emitter
+from symple_tx.redis import RedisAddress
+from symple_tx.redis.sentinel import SentinelEndpoint, SwitchWatcher
 from tests.cluster_support import (Node, PeersMixin, RedisServer, _listening, is_message,
                                    presence_of, require_redis_server)
 from tests.support import eventually, free_port
@@ -33,6 +37,9 @@ NODE_TIMEOUT = 20.0
 REPLICATION = ("--repl-diskless-sync-delay", "0")
 #: Cross-process routing and backend frames work again this soon after the promotion.
 RECOVERY = 10.0
+#: Seconds for the servers to leave a master demoted alive once Sentinel announces
+#: the new one (+switch-master); Sentinel demotes the old one only ~10 s later.
+SWITCH = 5.0
 
 
 def sentinel_command(config: str) -> list[str]:
@@ -108,6 +115,32 @@ def roster(peer: Any) -> dict[str, list[str]]:
     for session_id, user in online.items():
         users.setdefault(user, []).append(session_id)
     return users
+
+
+class SwitchAnnouncementTests(unittest.TestCase):
+    """Which ``+switch-master`` messages close a connection (logic only, fake transport)."""
+
+    def setUp(self):
+        address = RedisAddress.parse("redis+sentinel://127.0.0.1:1/svc")
+        clock = Clock()
+        self.watcher = SwitchWatcher(clock, address)
+        self.endpoint = SentinelEndpoint(clock, address, 1.0)
+        self.transport = StringTransport()
+        self.endpoint.protocol = Protocol()
+        self.endpoint.protocol.makeConnection(self.transport)
+        self.endpoint.master = ("10.0.0.1", 6379)
+        self.watcher.endpoints.add(self.endpoint)
+
+    def test_other_services_garbage_and_our_own_master_leave_it_alone(self):
+        for message in (b"other 10.0.0.1 6379 10.0.0.2 6379", b"svc 10.0.0.2", b"",
+                        b"svc 10.0.0.1 6379 10.0.0.2 port", "svc 10.0.0.2 6379 10.0.0.1 6379"):
+            self.watcher.heard(message)
+            self.assertFalse(self.transport.disconnecting, message)
+
+    def test_a_new_master_for_our_service_closes_the_connection(self):
+        self.watcher.heard(b"svc 10.0.0.1 6379 10.0.0.2 6380")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.watcher.announced, ("10.0.0.2", 6380))
 
 
 class SentinelFailoverTests(PeersMixin, unittest.TestCase):
@@ -254,34 +287,50 @@ class SentinelFailoverTests(PeersMixin, unittest.TestCase):
 
         A replica still relays PUBLISH to its own subscribers, so servers left
         on it would go on talking to each other while backends, on the new
-        master, reach nobody: the bus notices its heartbeat refused
-        (READONLY) and moves both servers over.
+        master, reach nobody.  Sentinel announces the new master at once
+        (``+switch-master``) but demotes the old one only seconds later: the
+        servers move when they hear the announcement, well before that.
         """
         a, b = self.processes
         alice = yield self.login(a, "alice")
         bob = yield self.login(b, "bob")
         yield eventually(lambda: any(presence_of(bob, True)(f) for f in alice.received),
                          what="presence")
+        self.assertEqual(subscribers(self.master), 2)
         self.sentinels[0].ask("SENTINEL", "FAILOVER", SERVICE)
         yield eventually(lambda: self.sentinels[0].master_port() == self.replica.port,
                          seconds=30, what="the Sentinels to promote the replica")
-        # Sentinel turns the old master into a replica some seconds later
-        yield eventually(lambda: "role:slave" in self.master.command("INFO", "replication"),
-                         seconds=30, what="the old master to become a replica")
-        demoted = reactor.seconds()
-        yield eventually(lambda: self.replica.command("PUBSUB", "NUMSUB", "symple:broadcast")
-                         .split() == ["symple:broadcast", "2"], seconds=RECOVERY,
+        # within a few seconds of the announcement, before the old master is demoted
+        yield eventually(lambda: subscribers(self.replica) == 2, seconds=SWITCH,
                          what="both servers subscribed on the new master")
-        self.assertEqual(self.master.command("PUBSUB", "NUMSUB", "symple:broadcast").split(),
-                         ["symple:broadcast", "0"])
+        yield eventually(lambda: subscribers(self.master) == 0, seconds=SWITCH,
+                         what="both servers gone from the old master")
+        self.assertIn("role:master", self.master.command("INFO", "replication"),
+                      "the servers moved only once the old master was demoted")
+        announced = reactor.seconds()
         frame = '{"type": "message", "from": "bot|backend", "to": "lobby", "data": "after"}'
         while not (any(is_message("after")(f) for f in alice.received)
                    and any(is_message("after")(f) for f in bob.received)):
-            self.assertLess(reactor.seconds() - demoted, RECOVERY,
+            self.assertLess(reactor.seconds() - announced, RECOVERY,
                             "backend frames on the new master did not arrive")
             self.replica.command("PUBLISH", "symple:broadcast", frame)
             yield deferLater(reactor, 0.1, lambda: None)
+        # the backend followed the announcement too: its frames reach both servers
+        yield self.backend.sender("bot|backend").to("lobby").send("from the backend")
+        yield alice.expect(is_message("from the backend"))
+        yield bob.expect(is_message("from the backend"))
+        # Sentinel turns the old master into a replica later; nobody comes back to it
+        yield eventually(lambda: "role:slave" in self.master.command("INFO", "replication"),
+                         seconds=30, what="the old master to become a replica")
+        self.assertEqual(subscribers(self.master), 0)
+        self.assertEqual(subscribers(self.replica), 2)
         alice.send_json({"type": "message", "to": bob.address, "data": "across"})
         yield bob.expect(is_message("across"))
         self.assertEqual(roster(alice), {"bob": [bob.session_id]})
         self.assertEqual(roster(bob), {"alice": [alice.session_id]})
+
+
+def subscribers(server: RedisServer) -> int:
+    """How many connections are subscribed to ``symple:broadcast`` on ``server``."""
+    reply = server.command("PUBSUB", "NUMSUB", "symple:broadcast").split()
+    return int(reply[1]) if len(reply) == 2 else -1

@@ -8,7 +8,8 @@
   again after each reconnect, and one readable log line per outage;
 * ``store`` — the ``<prefix>session:<token>`` session store;
 * ``sentinel`` — ``redis+sentinel://``: the master found through Sentinel
-  before every connection, so a failover is followed.
+  before every connection, and connections moved when Sentinel announces
+  a new master (``+switch-master``), so a failover is followed.
 """
 
 from .address import SCHEMES, RedisAddress

@@ -232,6 +232,10 @@ class Connection:
         if self._running:
             return
         self._running = True
+        # An endpoint that watches something (Sentinel's announcements) lives as we do.
+        watch = getattr(self.endpoint, "start", None)
+        if watch is not None:
+            watch()
         self._attempt()
 
     def stop(self) -> Deferred:
@@ -243,18 +247,21 @@ class Connection:
         if self._connecting is not None:
             self._connecting.cancel()
         self._stop_login_timer()
+        unwatch = getattr(self.endpoint, "stop", None)
+        unwatched = unwatch() if unwatch is not None else succeed(None)
         current, self._current = self._current, None
         self.protocol = None
         if current is None:
-            return succeed(None)
+            return unwatched
         closed = current.whenDisconnected()
         current.transport.loseConnection()
         # A server that never completes the close (a stalled TLS peer) is dropped.
         timer = self.reactor.callLater(STOP_TIMEOUT, current.transport.abortConnection)
 
-        def done(_: Any) -> None:
+        def done(_: Any) -> Deferred:
             if timer.active():
                 timer.cancel()
+            return unwatched
         return closed.addCallback(done)
 
     @property

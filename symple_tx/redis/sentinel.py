@@ -10,6 +10,12 @@ may still name the old one), and only then connects.  Every connection of
 ``connect`` — the session store's pool, the bus, the CLI — reconnects
 through it, so after a failover the next attempt reaches the new master.
 
+A master demoted while alive (``SENTINEL FAILOVER``, a healed partition)
+keeps answering as one for a while, so waiting for connections to drop is
+not enough: ``SwitchWatcher`` subscribes to ``+switch-master`` on every
+Sentinel, and when the master announced for our service is not the one a
+connection is on, that connection is closed and made again.
+
 The password in the URL is the master's (``requirepass`` or an ACL user);
 the ``sentinel_password`` and ``sentinel_username`` query parameters log in
 to Sentinels that have a password of their own.
@@ -21,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import SplitResult, parse_qsl, unquote
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..endpoints import tcp_endpoint
@@ -34,6 +41,10 @@ DEFAULT_SENTINEL_PORT = 26379
 SENTINEL_OPTIONS = ("db", "sentinel_password", "sentinel_username")
 #: Seconds to connect to, and hear back from, one Sentinel or candidate master.
 QUERY_TIMEOUT = 2.0
+#: The channel on which every Sentinel announces a new master.
+SWITCH_CHANNEL = "+switch-master"
+
+log = Logger()
 
 
 class MasterNotFound(ConnectionError):
@@ -65,6 +76,11 @@ class SentinelAddress(RedisAddress):
         """The plain address of one server of the service (the master, once found)."""
         return RedisAddress(host=host, port=port, db=self.db, password=self.password,
                             username=self.username)
+
+    def sentinel(self, host: str, port: int) -> RedisAddress:
+        """The plain address of one Sentinel, with the Sentinels' own credentials."""
+        return RedisAddress(host=host, port=port, password=self.sentinel_password,
+                            username=self.sentinel_username)
 
 
 def parse(url: str, parts: SplitResult) -> SentinelAddress:
@@ -135,9 +151,7 @@ class MasterResolver:
         problems = []
         for sentinel in list(self.order):
             where = f"Sentinel {sentinel[0]}:{sentinel[1]}"
-            login = RedisAddress(host=sentinel[0], port=sentinel[1],
-                                 password=address.sentinel_password,
-                                 username=address.sentinel_username)
+            login = address.sentinel(*sentinel)
             try:
                 reply = yield self._ask(login, "SENTINEL", "get-master-addr-by-name",
                                         address.service)
@@ -176,20 +190,118 @@ class MasterResolver:
         return reply
 
 
+class SwitchWatcher:
+    """Hears ``+switch-master`` from every Sentinel and tells the endpoints of the service.
+
+    One per reactor and address, shared by every connection of a process
+    (started with the first, stopped with the last).
+    """
+
+    _running: dict[tuple[int, SentinelAddress], "SwitchWatcher"] = {}
+
+    def __init__(self, reactor: Any, address: SentinelAddress) -> None:
+        self.reactor = reactor
+        self.address = address
+        self.endpoints: set["SentinelEndpoint"] = set()
+        #: The master last announced, and how many announcements so far.
+        self.announced: Optional[tuple[str, int]] = None
+        self.announcements = 0
+        self.subscriptions = [connect.Subscription(address.sentinel(*sentinel), reactor)
+                              for sentinel in address.sentinels]
+        for subscription in self.subscriptions:
+            subscription.add(SWITCH_CHANNEL, self.heard)
+
+    @classmethod
+    def join(cls, reactor: Any, address: SentinelAddress,
+             endpoint: "SentinelEndpoint") -> "SwitchWatcher":
+        key = (id(reactor), address)
+        watcher = cls._running.get(key)
+        if watcher is None:
+            watcher = cls._running[key] = cls(reactor, address)
+            for subscription in watcher.subscriptions:
+                subscription.start()
+        watcher.endpoints.add(endpoint)
+        return watcher
+
+    def leave(self, endpoint: "SentinelEndpoint") -> Deferred:
+        """Fires once the subscriptions are closed, if ``endpoint`` was the last one."""
+        self.endpoints.discard(endpoint)
+        if self.endpoints or self._running.get((id(self.reactor), self.address)) is not self:
+            return succeed(None)
+        del self._running[(id(self.reactor), self.address)]
+        stopped = gatherResults([s.stop() for s in self.subscriptions], consumeErrors=True)
+        return stopped.addCallback(lambda _: None)
+
+    def heard(self, message: Any) -> None:
+        """``<service> <old ip> <old port> <new ip> <new port>``."""
+        parts = _text(message).split()
+        if len(parts) != 5 or parts[0] != self.address.service or not parts[4].isdigit():
+            return
+        master = (parts[3], int(parts[4]))
+        if master == self.announced:
+            return  # every Sentinel says it: once is enough
+        self.announced = master
+        self.announcements += 1
+        moved = [e for e in self.endpoints if e.leave_unless(master)]
+        if moved:
+            log.info("Sentinel announced {host}:{port} as master of {service!r}: "
+                     "reconnecting {count} connection(s)", host=master[0], port=master[1],
+                     service=self.address.service, count=len(moved))
+
+
 @implementer(IStreamClientEndpoint)
 class SentinelEndpoint:
-    """Connects to the service's current master, found afresh for every attempt."""
+    """Connects to the service's current master, found afresh for every attempt.
+
+    ``start``/``stop`` (called by ``connect.Connection``) join and leave the
+    process's ``SwitchWatcher``, which closes the connection when Sentinel
+    announces another master.
+    """
 
     def __init__(self, reactor: Any, address: SentinelAddress, timeout: float) -> None:
         self.reactor = reactor
+        self.address = address
         self.timeout = timeout
         self.resolver = MasterResolver(reactor, address, min(timeout, QUERY_TIMEOUT))
+        self.watcher: Optional[SwitchWatcher] = None
+        #: The connection made last, and the master it is on.
+        self.protocol: Any = None
+        self.master: Optional[tuple[str, int]] = None
+
+    def start(self) -> None:
+        if self.watcher is None:
+            self.watcher = SwitchWatcher.join(self.reactor, self.address, self)
+
+    def stop(self) -> Deferred:
+        watcher, self.watcher = self.watcher, None
+        return watcher.leave(self) if watcher is not None else succeed(None)
 
     def connect(self, factory: Any) -> Deferred:
+        heard = self.watcher.announcements if self.watcher is not None else 0
         d = self.resolver.resolve()
-        d.addCallback(lambda master: tcp_endpoint(self.reactor, master[0], master[1],
-                                                  self.timeout).connect(factory))
-        return d
+
+        def found(master: tuple[str, int]) -> Deferred:
+            connected = tcp_endpoint(self.reactor, master[0], master[1],
+                                     self.timeout).connect(factory)
+            return connected.addCallback(self._connected, master, heard)
+        return d.addCallback(found)
+
+    def _connected(self, protocol: Any, master: tuple[str, int], heard: int) -> Any:
+        self.protocol, self.master = protocol, master
+        watcher = self.watcher
+        if watcher is not None and watcher.announcements != heard:
+            # announced while we were connecting to what may be the old one
+            self.leave_unless(watcher.announced)
+        return protocol
+
+    def leave_unless(self, master: Optional[tuple[str, int]]) -> bool:
+        """Close the connection unless it is on ``master``; True if it was closed."""
+        protocol = self.protocol
+        if master is None or self.master == master or protocol is None \
+                or protocol.transport is None or not protocol.connected:
+            return False
+        protocol.transport.loseConnection()
+        return True
 
 
 def _text(value: Any) -> str:
