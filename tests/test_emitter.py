@@ -7,7 +7,7 @@ import secrets
 import orjson
 import txredisapi
 from twisted.internet import defer, reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import ClientCreator
 from twisted.trial import unittest
 
@@ -97,6 +97,14 @@ class UnreachableRedisTests(unittest.TestCase):
             self.assertFailure(emitter.create_session("t", {"user": "a"}), RedisUnavailable),
             what="the bounded wait")
         self.assertNotIn(b"SET", b"".join(received))
+
+    @defer.inlineCallbacks
+    def test_disconnect_ends_the_commands_still_waiting(self):
+        sessions = Sessions.from_url(f"redis://127.0.0.1:{free_port()}", timeout=60)
+        waiting = sessions.get("tok")
+        yield sessions.redis.disconnect()
+        self.assertTrue(waiting.called)  # and trial sees no timer left behind
+        yield self.assertFailure(waiting, CancelledError)
 
     def test_the_default_bound_is_five_seconds(self):
         for redis in (Sessions.from_url("redis://127.0.0.1:1").redis,

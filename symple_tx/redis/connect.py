@@ -564,8 +564,12 @@ class Bounded:
         self.pool = connections
         self.timeout = timeout
         self._reactor = _reactor(reactor)
+        self._waiting: set[Deferred] = set()
 
     def disconnect(self) -> Deferred:
+        """Close the connections; commands still waiting fail now (``CancelledError``)."""
+        for d in list(self._waiting):
+            d.cancel()
         return self.pool.stop()
 
     def __getattr__(self, name: str) -> Any:
@@ -583,7 +587,14 @@ class Bounded:
             if isinstance(result, Failure) and result.check(CancelledError):
                 raise RedisUnavailable(self.pool.address, timeout, self.pool.problem())
             return result
-        return d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=expired)
+
+        def done(result: Any) -> Any:
+            self._waiting.discard(d)
+            return result
+        if d.called:
+            return d
+        self._waiting.add(d)
+        return d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=expired).addBoth(done)
 
 
 def pool(address: RedisAddress, poolsize: int = 1, reactor: Any = None,
