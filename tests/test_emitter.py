@@ -99,6 +99,17 @@ class UnreachableRedisTests(unittest.TestCase):
         self.assertNotIn(b"SET", b"".join(received))
 
     @defer.inlineCallbacks
+    def test_a_redis_that_stops_answering_once_connected_fails(self):
+        port, received = silent_server(self, answer_ping=True)
+        sessions = Sessions.from_url(f"redis://127.0.0.1:{port}", timeout=0.5)
+        self.addCleanup(sessions.redis.disconnect)
+        failure = yield with_timeout(self.assertFailure(sessions.get("tok"), RedisUnavailable),
+                                     what="the bounded wait")
+        self.assertEqual(str(failure), f"no answer from Redis at 127.0.0.1:{port} within "
+                                       f"0.5s: connected, but no reply")
+        self.assertIn(b"GET", b"".join(received))
+
+    @defer.inlineCallbacks
     def test_disconnect_ends_the_commands_still_waiting(self):
         sessions = Sessions.from_url(f"redis://127.0.0.1:{free_port()}", timeout=60)
         waiting = sessions.get("tok")

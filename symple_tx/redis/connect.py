@@ -591,8 +591,6 @@ class Bounded:
         def done(result: Any) -> Any:
             self._waiting.discard(d)
             return result
-        if d.called:
-            return d
         self._waiting.add(d)
         return d.addTimeout(self.timeout, self._reactor, onTimeoutCancel=expired).addBoth(done)
 
