@@ -111,8 +111,8 @@ class StoreOutageTests(RedisRestartCase):
         self.assertEqual(welcome["peer"]["user"], "alice")
 
 
-class OutageLogTests(ServerTestCase):
-    """An unreachable Redis is one readable line, not a line per retry; its return is another."""
+class RedisNotStartedCase(ServerTestCase):
+    """A server pointed at a Redis whose port is chosen but not started; its log captured."""
 
     def setUp(self):
         require_redis_server(self)
@@ -123,6 +123,10 @@ class OutageLogTests(ServerTestCase):
 
     def make_settings(self) -> Settings:
         return Settings(redis_url=self.redis.url, demo=False)
+
+
+class OutageLogTests(RedisNotStartedCase):
+    """An unreachable Redis is one readable line, not a line per retry; its return is another."""
 
     @defer.inlineCallbacks
     def test_one_line_per_state_change(self):
@@ -147,18 +151,8 @@ class OutageLogTests(ServerTestCase):
                       self.log.matching("Cannot reach Redis")[1])
 
 
-class StopWhileDownTests(ServerTestCase):
+class StopWhileDownTests(RedisNotStartedCase):
     """Stopping a server whose Redis never answered is quick and says nothing more."""
-
-    def setUp(self):
-        require_redis_server(self)
-        self.redis = RedisServer()
-        self.addCleanup(self.redis.cleanup)
-        self.log = LogCapture(self)
-        return super().setUp()
-
-    def make_settings(self) -> Settings:
-        return Settings(redis_url=self.redis.url, demo=False)
 
     @defer.inlineCallbacks
     def test_stop_without_redis(self):
