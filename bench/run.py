@@ -47,10 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson  # noqa: E402
 
+import floor  # noqa: E402
 import wsload  # noqa: E402
 from serverproc import (HOST, UNLIMITED, ServerProcess, cpu_seconds,  # noqa: E402
-                        die_with_parent, echo_command, free_port, machine, node_command,
-                        symple_port_command)
+                        die_with_parent, echo_command, floor_command, free_port, machine,
+                        node_command, symple_port_command)
 
 CTX = multiprocessing.get_context("fork")
 
@@ -247,6 +248,8 @@ class Kind:
     #: The Node.js reference server's checkout.
     node: Optional[str] = None
     echo: bool = False  # the bare Autobahn server
+    #: A mode of bench/floor.py (the thinnest server for the echo scenario).
+    floor: Optional[str] = None
 
     @property
     def python(self) -> bool:
@@ -256,6 +259,8 @@ class Kind:
         port = free_port()
         if self.echo:
             return ServerProcess(echo_command(port, broadcast=scenario == "fanout"), port)
+        if self.floor is not None:
+            return ServerProcess(floor_command(port, self.floor), port)
         if self.node is not None:
             return ServerProcess(node_command(self.node), port, env={"PORT": str(port)},
                                  cwd=self.node)
@@ -486,6 +491,34 @@ def table(kinds: list[Kind], runs: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(out)
 
 
+#: Figures compared with Node's for every server, not only symple_tx's.
+VERSUS = [("echo CPU per message", "echo_cpu_per_100k"), ("echo RTT p50", "echo_p50_ms"),
+          ("echo RTT p99", "echo_p99_ms")]
+
+
+def versus_node(kinds: list[Kind], runs: dict[str, dict[str, list[float]]]) -> str:
+    """Each server's median / Node's median, with the range of the per-round ratios."""
+    node = next((k.name for k in kinds if k.node is not None), None)
+    others = [k for k in kinds if k.name != node]
+    keys = [(label, key) for label, key in VERSUS if runs.get(node, {}).get(key)]
+    if node is None or len(others) < 2 or not keys:
+        return ""
+    out = ["", "| server / Node (runs) | " + " | ".join(label for label, _ in keys) + " |",
+           "|---|" + "---|" * len(keys)]
+    for kind in others:
+        cells = []
+        for _, key in keys:
+            mine, theirs = runs[kind.name].get(key, []), runs[node][key]
+            if not mine:
+                cells.append("-")
+                continue
+            each = [a / b for a, b in zip(mine, theirs) if b]
+            spread = f" ({min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+            cells.append(f"{statistics.median(mine) / statistics.median(theirs):.2f}{spread}")
+        out.append(f"| {kind.label} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -503,6 +536,10 @@ def kinds_from(args: argparse.Namespace) -> list[Kind]:
         kinds.append(Kind("node", "Node symple-server", node=args.node))
     if args.echo:
         kinds.append(Kind("echo", "bare Autobahn", echo=True))
+    for mode in filter(None, (args.floor or "").split(",")):
+        if mode not in floor.MODES:
+            raise SystemExit(f"--floor {mode}: not one of {', '.join(floor.MODES)}")
+        kinds.append(Kind(f"floor-{mode}", f"floor {mode}", floor=mode))
     return kinds
 
 
@@ -520,6 +557,9 @@ def main() -> int:
     parser.add_argument("--echo", action="store_true",
                         help="also measure a bare Autobahn server (bench/baseline_echo.py); "
                              "not for the call scenario")
+    parser.add_argument("--floor", metavar="MODES",
+                        help="also measure the thinnest echo servers of bench/floor.py "
+                             f"(comma-separated: {', '.join(floor.MODES)}); echo only")
     parser.add_argument("--window", type=int, help="fan-out messages in flight")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record the Python servers with py-spy during each first run")
@@ -549,7 +589,7 @@ def main() -> int:
         for i in range(sizes.repeat):
             # Alternate the order too, so neither server always runs on a warmer machine.
             for kind in (kinds if i % 2 == 0 else kinds[::-1]):
-                if kind.echo and scenario == "call":
+                if (kind.echo and scenario == "call") or (kind.floor and scenario != "echo"):
                     continue
                 r = SCENARIOS[scenario](kind, sizes, args.profile if i == 0 else None)
                 for key, value in r.items():
@@ -561,6 +601,7 @@ def main() -> int:
           f"{time.monotonic() - started:.0f} s; "
           f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print(table(kinds, runs))
+    print(versus_node(kinds, runs))
     if args.json:
         args.json.write_bytes(orjson.dumps({"machine": info, "sizes": sizes.__dict__,
                                             "runs": runs}, option=orjson.OPT_INDENT_2))

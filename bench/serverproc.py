@@ -78,6 +78,11 @@ def echo_command(port: int, broadcast: bool = False) -> list[str]:
     return command + ["--broadcast"] if broadcast else command
 
 
+def floor_command(port: int, mode: str) -> list[str]:
+    """One of the thinnest servers for the echo workload (bench/floor.py)."""
+    return [sys.executable, str(BENCH_DIR / "floor.py"), "--mode", mode, "--port", str(port)]
+
+
 class ServerProcess:
     """A server started for one measurement and always stopped afterwards."""
 
