@@ -274,6 +274,51 @@ def connect_worker(pipe: Any, host: str, port: int, first: int, count: int,
     _serve(pipe, {"connect": connect, "close": close}, lambda: close_all(clients))
 
 
+# -- resident members: connected clients that only read -------------------------
+
+
+def resident_worker(pipe: Any, host: str, port: int, members: list[tuple[str, list[str]]],
+                    concurrency: int, timeout: float) -> None:
+    """``connect`` the ``(user, rooms)`` members, then read (and count) what they are sent.
+
+    Between commands the worker keeps reading, so a server that sends
+    presence to these members never holds it back for a slow reader;
+    ``bytes`` answers how much they have received so far.
+    """
+    clients: list[Client] = []
+    counter: list[ByteCounter] = []
+
+    def connect() -> dict:
+        auths = [auth_frame(user, rooms) for user, rooms in members]
+        started = time.monotonic()
+        clients[:] = connect_many(host, port, auths, concurrency, started + timeout)
+        counter.append(ByteCounter([c.sock for c in clients]))
+        return {"count": len(clients), "elapsed": time.monotonic() - started}
+
+    steps = {"connect": connect, "bytes": lambda: {"bytes": counter[0].total if counter else 0}}
+    try:
+        while True:
+            if counter:
+                counter[0].poll(0.05)
+            if not pipe.poll(0 if counter else 120):
+                if counter:
+                    continue
+                return
+            command, *args = pipe.recv()
+            if command == "quit":
+                return
+            try:
+                pipe.send(steps[command](*args))
+            except Exception as exc:  # reported to the controller, which fails the run
+                pipe.send({"error": f"{type(exc).__name__}: {exc}"})
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    finally:
+        if counter:
+            counter[0].close()
+        close_all(clients)
+
+
 # -- scenario 2: room fan-out ----------------------------------------------------
 
 
