@@ -49,6 +49,9 @@ class Settings:
     ping_timeout: float = 10.0
     allowed_origins: tuple[str, ...] = ()
     trust_proxy: bool = False
+    #: With ``trust_proxy``: the proxies in front of the server that append to
+    #: X-Forwarded-For; the address taken is this many entries from the right.
+    proxy_hops: int = 1
     #: Unauthenticated connections one client address may hold at once; 0: no cap.
     max_unauthenticated_per_address: int = 100
     #: Connections one client address may hold at once, authenticated or not; 0: no cap.

@@ -114,7 +114,8 @@ class SympleOptions(usage.Options):
          "(symple:session:<token>) or ask the --auth-hook. Env SYMPLE_AUTHENTICATION."],
         ["no-dynamic-rooms", None, "Refuse join/leave frames (403). "
          "Env SYMPLE_DYNAMIC_ROOMS=false."],
-        ["trust-proxy", None, "Take the client address from X-Forwarded-For / X-Real-IP."],
+        ["trust-proxy", None, "Take the client address from X-Forwarded-For (the entry "
+         "--proxy-hops from the right) or X-Real-IP. Env SYMPLE_TRUST_PROXY."],
         ["no-demo", None, "Serve a short status text at / instead of the demo web app."],
     ]
     optParameters = [
@@ -184,6 +185,10 @@ class SympleOptions(usage.Options):
         ["budget-exempt", None, None, "Networks the per-address budgets do not count "
          "(comma-separated, or none). Default: 127.0.0.0/8,::1 (a local proxy or tool).",
          _networks],
+        ["proxy-hops", None, _DEFAULTS.proxy_hops, "With --trust-proxy: how many "
+         "proxies in front of the server append to X-Forwarded-For; the client address "
+         "is the entry that many from the right (what the outermost one saw).",
+         _positive_int],
         ["workers", None, 1, "Server processes sharing the listening ports (needs "
          "--redis); dead ones are restarted.", _positive_int],
     ]
@@ -294,6 +299,7 @@ class SympleOptions(usage.Options):
             ping_timeout=self["ping-timeout"],
             allowed_origins=tuple(self["allowed-origin"]),
             trust_proxy=bool(self["trust-proxy"]),
+            proxy_hops=self["proxy-hops"],
             demo=not self["no-demo"],
             drain_timeout=self["drain-timeout"],
             node_timeout=self["node-timeout"],

@@ -25,19 +25,26 @@ from . import __version__
 from .budgets import FREE, AddressBudgets, Refused, Ticket
 from .frontdoor import refusal
 from .metrics import CONTENT_TYPE_LATEST
-from .websocket import SympleServerFactory, client_host
+from .proxyaddress import LOCAL, client_host
+from .websocket import SympleServerFactory
 
 #: Refuse (431) a request head larger than this many bytes.
 MAX_HEAD = 16 * 1024
 
 
 def head_fields(head: bytes) -> dict[str, str]:
-    """A request head's header fields by lower-case name (the first of repeated ones)."""
+    """A request head's header fields by lower-case name.
+
+    A repeated field's values are joined with ``", "`` (RFC 9110 §5.3), as
+    Autobahn does: a client's own ``X-Forwarded-For`` line before the one its
+    proxy added must not hide the proxy's.
+    """
     fields: dict[str, str] = {}
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        fields.setdefault(name.strip().lower().decode("latin-1"),
-                          value.strip().decode("latin-1"))
+        key = name.strip().lower().decode("latin-1")
+        text = value.strip().decode("latin-1")
+        fields[key] = f"{fields[key]}, {text}" if key in fields else text
     return fields
 
 
@@ -237,8 +244,8 @@ class _Sniffer(Protocol):
         fields = head_fields(bytes(buffer[:end]))
         peer = self.transport.getPeer()
         if factory.settings.trust_proxy:
-            host = client_host(fields, peer, True)
-            if self._admit(None if host == "local" else host):
+            host = client_host(fields, peer, True, factory.settings.proxy_hops)
+            if self._admit(None if host == LOCAL else host):
                 return
         if _wants_upgrade(fields):
             inner = factory.websocket.buildProtocol(peer)

@@ -26,6 +26,7 @@ from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
 from .fastframe import FastTextFrames
 from .outbound import FlushScheduler, Outbound
+from .proxyaddress import client_host
 from .budgets import address_key
 from .ratelimit import Budgets
 from .router import Router
@@ -33,18 +34,6 @@ from .session import Session
 from .wire import ProtocolError
 
 log = Logger()
-
-
-def client_host(headers: dict, peer: Any, trust_proxy: bool) -> str:
-    """The remote address; proxy headers count only when the operator trusts them."""
-    if trust_proxy:
-        forwarded = headers.get("x-forwarded-for")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-        real_ip = headers.get("x-real-ip")
-        if real_ip:
-            return real_ip.strip()
-    return getattr(peer, "host", None) or "local"
 
 
 #: Stands in for Autobahn's send queue: always empty, never appended to.
@@ -103,7 +92,7 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
             self.factory.router.metrics.drops["origin"].inc()
             raise ConnectionDeny(403, "Origin not allowed")
         self.host = client_host(request.headers, self.transport.getPeer(),
-                                settings.trust_proxy)
+                                settings.trust_proxy, settings.proxy_hops)
 
     def onOpen(self) -> None:
         # Autobahn keeps the request head, its parsed headers and the response

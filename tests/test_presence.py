@@ -98,12 +98,30 @@ class TrustedProxyTests(PresenceCase):
 
     @defer.inlineCallbacks
     def test_forwarded_address_becomes_the_host(self):
-        peer = yield self.connect(headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"})
+        # What the client wrote itself comes first; the proxy appended the last entry.
+        peer = yield self.connect(headers={"X-Forwarded-For": "10.6.6.6, 203.0.113.9"})
         welcome = yield peer.auth("alice")
         self.assertEqual(welcome["peer"]["host"], "203.0.113.9")
         peer = yield self.connect(headers={"X-Real-IP": "203.0.113.10"})
         welcome = yield peer.auth("bob")
         self.assertEqual(welcome["peer"]["host"], "203.0.113.10")
+
+    @defer.inlineCallbacks
+    def test_an_unbelievable_forwarded_address_leaves_the_own_address(self):
+        peer = yield self.connect(headers={"X-Forwarded-For": "not-an-address"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "127.0.0.1")
+
+
+class TwoProxiesTests(PresenceCase):
+    settings = Settings(trust_proxy=True, proxy_hops=2)
+
+    @defer.inlineCallbacks
+    def test_the_address_the_outer_proxy_saw_is_the_host(self):
+        peer = yield self.connect(headers={"X-Forwarded-For":
+                                           "10.6.6.6, 203.0.113.9, 10.0.0.2"})
+        welcome = yield peer.auth("alice")
+        self.assertEqual(welcome["peer"]["host"], "203.0.113.9")
 
     @defer.inlineCallbacks
     def test_snapshot_carries_the_latest_presence_data(self):

@@ -52,6 +52,7 @@ PARAMETERS = [
     ("max-connections-per-address", "7", "max_connections_per_address", 7),
     ("address-connection-rate", "0", "address_connection_rate", 0),
     ("budget-exempt", "10.0.0.0/8, ::1", "budget_exempt", ("10.0.0.0/8", "::1")),
+    ("proxy-hops", "2", "proxy_hops", 2),
 ]
 
 

@@ -146,6 +146,21 @@ class ProxyTests(RawTestCase):
         yield with_timeout(other.until(b"\r\n\r\n"), what="a handshake answer")
         self.assertEqual(other.status, 101)
 
+    @defer.inlineCallbacks
+    def test_a_client_cannot_choose_its_address_behind_an_appending_proxy(self):
+        # nginx's $proxy_add_x_forwarded_for keeps what the client sent and appends the
+        # address it saw; some proxies add a header line of their own instead.
+        heads = [UPGRADE + b"X-Forwarded-For: 198.51.100.%d, 203.0.113.7\r\n\r\n" % i
+                 for i in range(3)]
+        heads += [UPGRADE + b"X-Forwarded-For: 198.51.100.%d\r\n"
+                  b"X-Forwarded-For: 203.0.113.7\r\n\r\n" % i for i in range(3, 5)]
+        statuses = []
+        for head in heads:
+            client = yield self.raw(head)
+            yield with_timeout(client.until(b"\r\n\r\n"), what="a handshake answer")
+            statuses.append(client.status)
+        self.assertEqual(statuses, [101] * 3 + [429] * 2)
+
 
 class DefaultExemptionTests(RawTestCase):
     settings = Settings(max_unauthenticated_per_address=2)

@@ -34,8 +34,8 @@ class RefusalTests(unittest.TestCase):
 
 
 class HeadFieldsTests(unittest.TestCase):
-    def test_names_are_case_blind_and_the_first_repeat_wins(self):
+    def test_names_are_case_blind_and_repeats_are_joined_in_order(self):
         fields = head_fields(b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\n"
                              b"X-Forwarded-For: 1.2.3.4\r\nx-forwarded-for: 5.6.7.8")
         self.assertEqual(fields["upgrade"], "WebSocket")
-        self.assertEqual(fields["x-forwarded-for"], "1.2.3.4")
+        self.assertEqual(fields["x-forwarded-for"], "1.2.3.4, 5.6.7.8")
