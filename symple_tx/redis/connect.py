@@ -175,11 +175,32 @@ class _Publisher(_Verified, txredisapi.RedisProtocol):
     pass
 
 
+_CONFIRMATIONS = {b"subscribe": True, "subscribe": True,
+                  b"unsubscribe": False, "unsubscribe": False}
+
+
 class _Subscriber(_Verified, txredisapi.SubscriberProtocol):
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:
         owner = self.factory.owner
         if owner is not None:
             owner.received(channel, message)
+
+    def replyReceived(self, reply: Any) -> None:
+        """(Un)subscribe confirmations go to the owner, one per channel.
+
+        txredisapi pairs them with whichever command waits, which is wrong as
+        soon as two (un)subscribe commands are in flight; ``Subscription``
+        sends its own and counts the confirmations per channel instead.
+        """
+        owner = self.factory.owner
+        if isinstance(reply, list) and len(reply) == 3 and owner is not None \
+                and not isinstance(reply[0], list) and reply[0] in _CONFIRMATIONS:
+            owner.confirmed(self, reply[1], _CONFIRMATIONS[reply[0]])
+            return
+        if isinstance(reply, Exception) and not self.replyQueue.waiting and owner is not None:
+            owner.refused(self, reply)
+            return
+        super().replyReceived(reply)
 
 
 class _Attempt(Factory):
@@ -375,7 +396,10 @@ class Subscription(Connection):
     """A subscribed connection: subscribes to all its channels again in every new connection.
 
     It counts as ready only once subscribed, so nothing published after its
-    ``ready`` is missed.  Channels are added before ``start``.
+    ``ready`` is missed.  Channels may be added and removed at any time;
+    ``add`` tells when Redis has confirmed the subscription, and
+    ``is_subscribed`` whether it has (on the current connection): a message
+    published after that confirmation is received.
     """
 
     protocol_class = _Subscriber
@@ -386,21 +410,99 @@ class Subscription(Connection):
         #: Times the channels were (re)subscribed: one per Redis connection.
         self.subscriptions = 0
         self._waiting: list[tuple[int, Deferred]] = []
+        #: The connection our (UN)SUBSCRIBE commands go to, once it is logged in.
+        self._wire: Optional[Any] = None
+        #: Channels whose subscription Redis has confirmed on ``_wire``.
+        self._confirmed: set[bytes] = set()
+        #: (Un)subscribe commands sent per channel and not confirmed yet.
+        self._outstanding: dict[bytes, int] = {}
+        #: Channels of the connection's first SUBSCRIBE not confirmed yet.
+        self._first: set[bytes] = set()
+        self._confirming: dict[bytes, list[Deferred]] = {}
 
-    def add(self, channel: str, handler: Callable[[bytes], Any]) -> None:
-        """Hand each message on ``channel`` to ``handler``; subscribed from the next connection."""
-        self.handlers[channel.encode()] = handler
-        protocol = self.protocol
-        if protocol is not None:
-            protocol.subscribe(channel)
+    def add(self, channel: str, handler: Callable[[bytes], Any]) -> Deferred:
+        """Hand each message on ``channel`` to ``handler``.
+
+        Fires once Redis has confirmed the subscription, on this connection
+        or (while Redis is away) on the next one.
+        """
+        name = channel.encode()
+        known = name in self.handlers
+        self.handlers[name] = handler
+        if self.is_subscribed(channel):
+            return succeed(channel)
+        d: Deferred = Deferred()
+        self._confirming.setdefault(name, []).append(d)
+        if not known:
+            self._send("SUBSCRIBE", name)
+        return d
+
+    def remove(self, channel: str) -> None:
+        """Stop receiving ``channel`` (a message already on its way is dropped)."""
+        name = channel.encode()
+        if self.handlers.pop(name, None) is None:
+            return
+        self._confirmed.discard(name)
+        self._confirming.pop(name, None)
+        self._send("UNSUBSCRIBE", name)
+
+    def is_subscribed(self, channel: str) -> bool:
+        """Whether Redis has confirmed ``channel`` on the current connection."""
+        return channel.encode() in self._confirmed
+
+    def _send(self, command: str, name: bytes) -> None:
+        wire = self._wire
+        if wire is None or wire.transport is None:
+            return  # the next connection subscribes to what ``handlers`` holds then
+        self._outstanding[name] = self._outstanding.get(name, 0) + 1
+        wire.transport.write(wire._build_command(command, name))
 
     def _usable(self, protocol: Any) -> None:
-        channels = [channel.decode() for channel in self.handlers]
+        channels = list(self.handlers)
+        self._wire = protocol
+        self._confirmed = set()
+        self._outstanding = {name: 1 for name in channels}
+        self._first = set(channels)
         if not channels:
             return self._subscribed(protocol)
-        d = protocol.subscribe(channels)
-        d.addCallback(lambda _: self._subscribed(protocol))
-        d.addErrback(self._subscribe_failed, protocol)
+        protocol.transport.write(protocol._build_command("SUBSCRIBE", *channels))
+
+    def confirmed(self, protocol: Any, channel: Any, subscribed: bool) -> None:
+        """Redis confirmed one channel of a SUBSCRIBE (or an UNSUBSCRIBE) we sent."""
+        if protocol is not self._wire:
+            return
+        name = channel.encode() if isinstance(channel, str) else channel
+        left = self._outstanding.get(name, 0) - 1
+        if left > 0:
+            self._outstanding[name] = left
+        else:
+            # Every command we sent for it is answered: it is what we asked last.
+            self._outstanding.pop(name, None)
+            if name in self.handlers:
+                self._confirmed.add(name)
+                for d in self._confirming.pop(name, ()):
+                    d.callback(name.decode())
+            else:
+                self._confirmed.discard(name)
+                if subscribed:  # removed while the connection was still subscribing
+                    self._send("UNSUBSCRIBE", name)
+        if self._first:
+            self._first.discard(name)
+            if not self._first:
+                self._subscribed(protocol)
+
+    def refused(self, protocol: Any, error: Exception) -> None:
+        """Redis refused a (un)subscribe command: try again on a new connection."""
+        if protocol is self._wire:
+            self._subscribe_failed(Failure(error), protocol)
+
+    def _disconnected(self, protocol: Any) -> None:
+        if protocol is self._wire:
+            self._wire = None
+            self._confirmed = set()
+            self._outstanding = {}
+            self._first = set()
+        super()._disconnected(protocol)
 
     def _subscribed(self, protocol: Any) -> None:
         if protocol is not self._current or not self._running:

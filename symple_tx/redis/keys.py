@@ -45,13 +45,26 @@ class Keys:
         return self.prefix + "cluster:"
 
     @property
+    def bus(self) -> str:
+        """The prefix of the bus's channels."""
+        return self.cluster
+
+    @property
     def control(self) -> str:
         """Every process: membership changes, heartbeats, syncs, goodbyes."""
-        return self.cluster + "control"
+        return self.bus + "control"
 
     def node(self, node_id: str) -> str:
-        """One process: deliveries for its sessions and sync replies."""
-        return self.cluster + "node:" + node_id
+        """One process: deliveries for its sessions, states and room members for it."""
+        return self.bus + "node:" + node_id
+
+    def room(self, name: str) -> str:
+        """The processes with a session in named room ``name``: its members' changes."""
+        return self.bus + "room:" + name
+
+    def user(self, name: str) -> str:
+        """The processes with a session of user ``name`` (its user room): their changes."""
+        return self.bus + "user:" + name
 
     def alive(self, node_id: str) -> str:
         """A key refreshed with each heartbeat and expiring with the node timeout."""
