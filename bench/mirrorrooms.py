@@ -23,9 +23,10 @@ process's cost follows its own rooms, these do not grow with K.
 
 Each phase ends with a marker: once Redis has acknowledged every publish of
 the phase, one unparsable message is published on the control channel
-(counted as ``symple_bus_invalid_total``); the measured process has read
-everything of the phase when its invalid count goes up.  The marker is
-subtracted from the figures.
+(found with ``PUBSUB CHANNELS``, so any version's name serves; counted as
+``symple_bus_invalid_total``); the measured process has read everything of
+the phase when its invalid count goes up.  Markers are subtracted from the
+figures.
 
 ``--lobby N`` also puts the first N sessions of every disjoint process, and
 one session of the measured process, in room ``lobby``: a room spread over
@@ -53,7 +54,7 @@ from mirror import PREFIX, Feed, observer, rss_bytes, wait_for  # noqa: E402
 from run import Workers, ask, raise_fd_limit, split  # noqa: E402
 from serverproc import HOST, ServerProcess, cpu_seconds, machine  # noqa: E402
 
-CONTROL = PREFIX + "cluster:control"
+CLUSTER = PREFIX + "cluster:"
 MARKER = "bench-marker"
 RECEIVES = "symple_bus_receives_total"
 
@@ -95,8 +96,9 @@ class Point:
         self.invalid = self.samples.get("symple_bus_invalid_total", 0)
 
 
-def difference(start: Point, end: Point, markers: int) -> dict:
-    """What the measured process did between two points (minus the markers)."""
+def difference(start: Point, end: Point) -> dict:
+    """What the measured process did between two points (minus the markers it read)."""
+    markers = end.invalid - start.invalid
     elapsed = end.time - start.time
     received = {kind: end.received.get(kind, 0) - start.received.get(kind, 0)
                 for kind in set(start.received) | set(end.received)}
@@ -111,10 +113,22 @@ def difference(start: Point, end: Point, markers: int) -> dict:
             "remote": end.remote, "remote_delta": end.remote - start.remote}
 
 
+def control_channels(redis: Redis) -> list[str]:
+    """The cluster's control channel(s) with subscribers, whatever their version's name."""
+    found = redis.cli("PUBSUB", "CHANNELS", CLUSTER + "*control").split()
+    return [c for c in found
+            if not any(part in ("room", "user", "node") for part in
+                       c[len(CLUSTER):].split(":")[:-1])]
+
+
 def mark(server: ServerProcess, redis: Redis, timeout: float = 300) -> None:
     """Publish the marker; return once the measured process has read it."""
     before = scrape(server.port).get("symple_bus_invalid_total", 0)
-    redis.cli("PUBLISH", CONTROL, MARKER)
+    channels = control_channels(redis)
+    if not channels:
+        raise RuntimeError("no control channel has subscribers")
+    for channel in channels:
+        redis.cli("PUBLISH", channel, MARKER)
     wait_for(lambda: scrape(server.port).get("symple_bus_invalid_total", 0) > before,
              timeout, "the marker to reach the measured process", interval=0.05)
 
@@ -125,7 +139,7 @@ def measured_phase(server: ServerProcess, redis: Redis, feed: Feed,
     start = Point(server, redis)
     fed = feed.ask(**command)
     mark(server, redis)
-    result = difference(start, Point(server, redis), markers=1)
+    result = difference(start, Point(server, redis))
     result["feed"] = fed
     return result
 
@@ -135,7 +149,7 @@ def idle(server: ServerProcess, redis: Redis, seconds: float) -> dict:
     start = Point(server, redis)
     time.sleep(seconds)
     mark(server, redis)
-    return difference(start, Point(server, redis), markers=1)
+    return difference(start, Point(server, redis))
 
 
 def own_members(count: int, rooms: int, lobby: bool) -> list[tuple[str, list[str]]]:
