@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import wire
+from . import logcontext, wire
 from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
 from .fastframe import FastTextFrames
@@ -70,6 +70,8 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         self._out = Outbound(self.transport, self.factory.flusher)
+        if self._out.direct:  # the reactor's selectable itself (not TLS)
+            logcontext.mark(self.transport)
         super().connectionMade()
         # Every write goes through self._out, so Autobahn's queue for chopped
         # and synchronous sends (a deque, 0.7 KB) is never used; nor is its
@@ -410,6 +412,7 @@ class SympleServerFactory(WebSocketServerFactory):
         if reactor is None:
             from twisted.internet import reactor
         defer_option_pformat()
+        logcontext.install()
         super().__init__(url=url, reactor=reactor)
         self.router = router
         self.settings = router.settings
