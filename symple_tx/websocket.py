@@ -13,7 +13,6 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -24,7 +23,7 @@ from zope.interface import implementer
 from . import logcontext, wire
 from .autobahn_support import ReactorTimer, cancel_timers, defer_option_pformat
 from .auth import Authenticator
-from .fastframe import FastTextFrames
+from .fastframe import FastTextFrames, server_text_frame
 from .outbound import FlushScheduler, Outbound
 from .proxyaddress import client_host
 from .budgets import address_key
@@ -146,10 +145,11 @@ class SympleServerProtocol(FastTextFrames, WebSocketServerProtocol):
 
     # -- Link ------------------------------------------------------------------
 
-    def send(self, frame: PreparedMessage) -> None:
-        """Queue a prepared frame, dropping the peer if it stops reading."""
+    def send(self, frame: bytes) -> None:
+        """Queue an encoded frame (``SympleServerFactory.prepare``), dropping the peer if it
+        stops reading."""
         if not self._sealed:
-            self._queue(frame.payloadHybi)
+            self._queue(frame)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: Optional[int] = None) -> None:
         # Everything Autobahn writes (handshake response, pongs, pings, close
@@ -453,6 +453,6 @@ class SympleServerFactory(WebSocketServerFactory):
         self.protocol = type(base.__name__, (base,), options)
 
     @staticmethod
-    def prepare(payload: bytes) -> PreparedMessage:
+    def prepare(payload: bytes) -> bytes:
         """The router's encoder: one WebSocket frame, built once, for every recipient."""
-        return PreparedMessage(payload, False, False, True)
+        return server_text_frame(payload)

@@ -12,6 +12,7 @@ import struct
 from typing import Any, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
@@ -19,7 +20,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from symple_tx.fastframe import FastTextFrames, parse_text_frame, unmask
+from symple_tx.fastframe import FastTextFrames, parse_text_frame, server_text_frame, unmask
 
 LIMIT = 1024
 HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
@@ -348,3 +349,13 @@ class HelperTests(unittest.TestCase):
         stream = frame(TEXT, b"one") + frame(TEXT, b"two" * 50)
         payload, end = parse_text_frame(stream, 0, LIMIT)
         self.assertEqual(parse_text_frame(stream, end, LIMIT), (b"two" * 50, len(stream)))
+
+
+class ServerTextFrameTests(unittest.TestCase):
+    """The frames the server sends are byte for byte Autobahn's prepared frames."""
+
+    def test_every_length_encoding(self):
+        for n in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+            payload = bytes(i % 251 for i in range(n))
+            self.assertEqual(server_text_frame(payload),
+                             PreparedMessage(payload, False, False, True).payloadHybi, n)
