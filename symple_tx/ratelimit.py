@@ -20,6 +20,7 @@ from typing import Callable, Hashable, Optional
 #: Slack for float rounding of clock differences: a peer pacing itself exactly
 #: at the limit must not be refused because 0.05 + 0.05 came out as 0.0999...
 _EPSILON = 1e-9
+_INF = float("inf")
 #: Refused frames a client may send per period before it is closed (4429);
 #: fewer when the frame budget itself is smaller.
 STRIKES = 100
@@ -38,7 +39,7 @@ class TokenBucket:
 
     def __init__(self, capacity: int, period: float, clock: Callable[[], float]) -> None:
         self.capacity = float(capacity)
-        self.rate = capacity / period if period > 0 else float("inf")
+        self.rate = capacity / period if period > 0 else _INF
         self.tokens = float(capacity)
         self.clock = clock
         self.stamp = clock()
@@ -56,17 +57,26 @@ class TokenBucket:
 
     def take(self, cost: float = 1.0) -> bool:
         """Spend ``cost`` tokens if there are enough; False means over the limit."""
-        if self.rate == float("inf"):
+        rate = self.rate
+        if rate == _INF:
             return True
-        tokens = self._refill()
-        if self.capacity <= 0 or tokens < min(cost, self.capacity) - _EPSILON:
+        # _refill, inlined: this runs for every frame and every delivery.
+        now = self.clock()
+        stamp, tokens, capacity = self.stamp, self.tokens, self.capacity
+        self.stamp = now
+        if now > stamp:
+            tokens += (now - stamp) * rate
+            if tokens > capacity:
+                tokens = capacity
+        if capacity <= 0 or tokens < (cost if cost < capacity else capacity) - _EPSILON:
+            self.tokens = tokens
             return False
         self.tokens = tokens - cost
         return True
 
     def full(self) -> bool:
         """Whether the bucket has refilled completely (nothing to remember)."""
-        return self.rate == float("inf") or self._refill() >= self.capacity - _EPSILON
+        return self.rate == _INF or self._refill() >= self.capacity - _EPSILON
 
 
 class Budget:
