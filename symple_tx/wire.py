@@ -19,6 +19,8 @@ MAX_ROOM_NAME = 256
 #: anything the server cannot serialize again is refused before it is routed
 #: or stored as presence (where it would break every later snapshot).
 MAX_DEPTH = 128
+#: A payload this short cannot open (and close) more than MAX_DEPTH levels.
+_SHALLOW = 2 * MAX_DEPTH + 1
 ROUTED_TYPES = frozenset({"message", "presence", "command", "event"})
 CONTROL_TYPES = frozenset({"auth", "join", "leave", "close"})
 #: Keys of ``auth.data`` that may not become peer fields.
@@ -61,7 +63,7 @@ def decode(payload: bytes) -> dict:
     if not isinstance(frame, dict):
         raise ProtocolError(
             400, f"A frame must be a JSON object, not {json_type(frame)}")
-    if too_deep(payload, frame):
+    if len(payload) > _SHALLOW and too_deep(payload, frame):
         raise ProtocolError(
             400, f"Frame nested too deeply: at most {MAX_DEPTH} levels of arrays and objects")
     kind = frame.get("type")
@@ -77,6 +79,8 @@ def too_deep(payload: bytes, value: Any) -> bool:
     Counting brackets in the raw payload (C speed) clears almost every frame
     without walking it; the walk is iterative, so depth cannot hurt it.
     """
+    if len(payload) <= _SHALLOW:
+        return False
     if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
         return False
     stack = [(value, 1)]

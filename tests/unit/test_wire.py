@@ -104,6 +104,16 @@ class DecodeTests(unittest.TestCase):
         self.assertRefused(frame(wire.MAX_DEPTH + 1), "nested too deeply")
         self.assertRefused(frame(300), "nested too deeply")
 
+    def test_the_shortest_frames_over_the_depth_limit(self):
+        # A length check clears short payloads without counting brackets:
+        # the tightest nesting of MAX_DEPTH + 1 levels must still be refused.
+        depth = wire.MAX_DEPTH + 1
+        tightest = b"[" * depth + b"]" * depth
+        self.assertTrue(wire.too_deep(tightest, orjson.loads(tightest)))
+        self.assertFalse(wire.too_deep(tightest[1:-1], orjson.loads(tightest[1:-1])))
+        objects = b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+        self.assertRefused(objects, "nested too deeply")
+
 
 class StripTokensTests(unittest.TestCase):
     def test_top_level_and_nested(self):
