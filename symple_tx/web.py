@@ -259,6 +259,8 @@ class _Sniffer(Protocol):
         if inner is None:
             return
         self.inner = inner
+        # Later reads go straight to the inner protocol, not through this layer.
+        self.dataReceived = inner.dataReceived  # type: ignore[method-assign]
         inner.makeConnection(self.transport)
         buffered, self.buffer = bytes(buffer), bytearray()
         inner.dataReceived(buffered)
