@@ -300,14 +300,17 @@ class Measure:
 
     def __enter__(self) -> "Measure":
         self.profiler.start(self.server.pid)
-        self.cpu = self.server.cpu_seconds()
+        self.user, self.system = self.server.cpu_times()
+        self.cpu = self.user + self.system
         self.load = self.workers.cpu_seconds()
         self.started = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.elapsed = time.monotonic() - self.started
-        self.cpu = self.server.cpu_seconds() - self.cpu
+        user, system = self.server.cpu_times()
+        self.user, self.system = user - self.user, system - self.system
+        self.cpu = user + system - self.cpu
         self.load = self.workers.cpu_seconds() - self.load
         self.profiler.stop()
 
@@ -374,7 +377,9 @@ def bench_echo(kind: Kind, sizes: Sizes, profile: Optional[Path]) -> dict:
     messages = 2 * r["sent"]  # each request and its answer
     return {"echo_p50_ms": 1000 * r["p50"], "echo_p99_ms": 1000 * r["p99"],
             "echo_p999_ms": 1000 * r["p999"], "echo_rate": r["rate"], "echo_lost": r["lost"],
-            "echo_cpu_per_100k": 100000 * m.cpu / messages, "echo_util": m.cpu / m.elapsed,
+            "echo_cpu_per_100k": 100000 * m.cpu / messages,
+            "echo_user_per_100k": 100000 * m.user / messages,
+            "echo_sys_per_100k": 100000 * m.system / messages, "echo_util": m.cpu / m.elapsed,
             "echo_load_util": m.load / m.elapsed}
 
 
@@ -416,6 +421,8 @@ ROWS = [
     ("server CPU busy during fan-out", "fanout_util", "{:.0%}", 0),
     ("load generator CPU during fan-out", "fanout_load_util", "{:.0%}", 0),
     ("echo server CPU-s per 100k messages", "echo_cpu_per_100k", "{:.2f}", -1),
+    ("  of which user (Python, JavaScript, libraries)", "echo_user_per_100k", "{:.2f}", -1),
+    ("  of which system (kernel: system calls, loopback TCP)", "echo_sys_per_100k", "{:.2f}", -1),
     ("echo RTT p50 (ms)", "echo_p50_ms", "{:.3f}", -1),
     ("echo RTT p99 (ms)", "echo_p99_ms", "{:.3f}", -1),
     ("echo RTT p99.9 (ms)", "echo_p999_ms", "{:.3f}", -1),
@@ -492,7 +499,8 @@ def table(kinds: list[Kind], runs: dict[str, dict[str, list[float]]]) -> str:
 
 
 #: Figures compared with Node's for every server, not only symple_tx's.
-VERSUS = [("echo CPU per message", "echo_cpu_per_100k"), ("echo RTT p50", "echo_p50_ms"),
+VERSUS = [("echo CPU per message", "echo_cpu_per_100k"), ("user CPU", "echo_user_per_100k"),
+          ("system CPU", "echo_sys_per_100k"), ("echo RTT p50", "echo_p50_ms"),
           ("echo RTT p99", "echo_p99_ms")]
 
 

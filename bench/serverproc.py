@@ -35,11 +35,16 @@ def die_with_parent() -> None:
         pass
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process so far (from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    return sum(cpu_times(pid))
 
 
 def twistd() -> list[str]:
@@ -155,6 +160,10 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
         return cpu_seconds(self.pid)
+
+    def cpu_times(self) -> tuple[float, float]:
+        """User and system (kernel) CPU time of the server process so far."""
+        return cpu_times(self.pid)
 
     def rss_kb(self) -> int:
         with open(f"/proc/{self.pid}/status") as f:
