@@ -99,3 +99,28 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class InstantWire:
+    """A subscribed Redis connection that confirms each (un)subscribe at once.
+
+    Given to a ``Subscription`` that is never started, so a bus in a unit test
+    is subscribed to a room's channel as soon as it asks.
+    """
+
+    def __init__(self, subscription: Any) -> None:
+        self.subscription = subscription
+        self.transport = self
+        subscription._wire = self
+        subscription._confirmed = set(subscription.handlers)
+
+    def _build_command(self, command: str, *channels: bytes) -> tuple:
+        return command, channels
+
+    def write(self, command: tuple) -> None:
+        name, channels = command
+        for channel in channels:
+            self.subscription.confirmed(self, channel, name == "SUBSCRIBE")
+
+    def loseConnection(self) -> None:
+        pass

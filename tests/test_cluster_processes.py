@@ -47,6 +47,7 @@ class ProcessClusterTestCase(PeersMixin, unittest.TestCase):
         alice = yield self.on(a, "alice", rooms=["lobby"])
         bob = yield self.on(b, "bob", rooms=["lobby"])
         yield alice.expect(presence_of(bob, True))
+        yield bob.expect(presence_of(alice, True))
         return alice, bob
 
 
@@ -93,6 +94,7 @@ class FailureTests(ProcessClusterTestCase):
         alice, bob = yield self.connected_pair(0, 1)
         carol = yield self.on(2, "carol", rooms=["lobby"])
         yield bob.expect(presence_of(carol, True))
+        yield received(carol, presence_of(bob, True))
         self.processes[1].kill()
         killed_at = reactor.seconds()
         yield alice.expect(presence_of(bob, False))
@@ -268,7 +270,6 @@ class DefaultFailureDetectionTests(ProcessClusterTestCase):
     @defer.inlineCallbacks
     def test_a_two_second_stall_is_no_false_alarm(self):
         alice, bob = yield self.connected_pair(0, 1)
-        yield bob.expect(presence_of(alice, True))
         pid = self.processes[1].process.transport.pid
         os.kill(pid, signal.SIGSTOP)  # its event loop (and everything else) stops
         try:

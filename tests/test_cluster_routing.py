@@ -133,6 +133,7 @@ class PresenceTests(ClusterTestCase):
         alice = yield self.on(0, "alice", rooms=["lobby"])
         bob = yield self.on(1, "bob", rooms=["lobby"])
         yield alice.expect(presence_of(bob, True))
+        yield bob.expect(presence_of(alice, True))  # a round trip after its welcome
         bob.send_json({"type": "presence", "data": {"capabilities": {"video": True}}})
         update = yield alice.expect(lambda f: f.get("type") == "presence"
                                     and "capabilities" in f["data"])
@@ -202,14 +203,17 @@ class PresenceTests(ClusterTestCase):
         yield alice.expect(presence_of(bob, True))
         yield self.cluster.add()
         yield eventually(lambda: self.cluster.nodes_known(self.nodes + 1), what="newcomer")
-        yield eventually(lambda: bob.session_id in self.cluster.servers[-1].router.sessions,
-                         what="newcomer's mirror")
+        newcomer = self.cluster.servers[-1].router
+        # it holds no session, so it mirrors none ...
+        self.assertEqual(newcomer.bus.remote_sessions(), 0)
         carol = yield self.on(self.nodes, "carol", rooms=["lobby"])
         users = set()
         for _ in range(2):
             frame = yield carol.expect("presence")
             users.add(frame["data"]["user"])
         self.assertEqual(users, {"alice", "bob"})
+        # ... until one of its own shares a room with them
+        self.assertEqual(newcomer.bus.remote_sessions(), 2)
         carol.send_json({"type": "message", "data": "from the newcomer"})
         yield alice.expect(is_message("from the newcomer"))
         yield bob.expect(is_message("from the newcomer"))
@@ -246,6 +250,7 @@ class StoredSessionTests(ClusterTestCase):
         bob = yield self.on(1, "whoever", token="t-bob")
         self.assertEqual(alice.welcome["rooms"], ["alice", "staff"])
         yield alice.expect(presence_of(bob, True))
+        yield bob.expect(presence_of(alice, True))
         bob.send_json({"type": "message", "to": "staff", "data": "hello staff"})
         got = yield alice.expect(is_message("hello staff"))
         self.assertEqual(got["from"], bob.address)

@@ -35,13 +35,13 @@ class OptionTests(unittest.TestCase):
 
 
 class ControlWatcher:
-    """Reads the cluster's control channel: which process opened which session."""
+    """Reads the lobby's channel: which process opened which session there."""
 
     def __init__(self, url: str) -> None:
         self.node_of: dict[str, str] = {}
         self.subscribed = False
         self.connection = Subscription(RedisAddress.parse(url), listeners=[self])
-        self.connection.add("symple:cluster:control", self.received)
+        self.connection.add("symple:cluster:v2:room:lobby", self.received)
         self.connection.start()
 
     def ready(self, connection, protocol) -> None:
@@ -76,7 +76,7 @@ class WorkersTests(PeersMixin, unittest.TestCase):
         self.redis = yield private_redis(self)
         self.watcher = ControlWatcher(self.redis.url)
         self.addCleanup(self.watcher.stop)
-        yield eventually(lambda: self.watcher.subscribed, what="control channel")
+        yield eventually(lambda: self.watcher.subscribed, what="lobby channel")
         self.port = free_port()
         self.process = spawn_twistd(
             self, ["symple", "--workers", "2", "--redis", self.redis.url, "--no-demo",
@@ -94,7 +94,7 @@ class WorkersTests(PeersMixin, unittest.TestCase):
         return workers
 
     def both_workers_up(self) -> bool:
-        return self.redis.command("PUBSUB", "NUMSUB", "symple:cluster:control").split()[1] == "3"
+        return self.redis.command("PUBSUB", "NUMSUB", "symple:cluster:v2:control").split()[1] == "2"
 
     @defer.inlineCallbacks
     def peers_on_two_workers(self):

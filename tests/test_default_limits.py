@@ -183,7 +183,7 @@ class TwoProcessTests(DefaultLimitChecks, unittest.TestCase):
             yield node.start()
         self.ports = [node.port for node in nodes]
         yield eventually(lambda: redis.command("PUBSUB", "NUMSUB",
-                                               "symple:cluster:control").split()[1] == "2",
+                                               "symple:cluster:v2:control").split()[1] == "2",
                          seconds=20, what="both processes on the bus")
 
 
@@ -200,6 +200,6 @@ class WorkersTests(DefaultLimitChecks, unittest.TestCase):
             env=clean_environment(PYTHONPATH=SOURCE_ROOT))
         yield wait_serving(process, port, seconds=20)
         yield eventually(lambda: redis.command("PUBSUB", "NUMSUB",
-                                               "symple:cluster:control").split()[1] == "2",
+                                               "symple:cluster:v2:control").split()[1] == "2",
                          seconds=20, what="two workers on the bus")
         self.ports = [port]

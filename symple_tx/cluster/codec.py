@@ -7,8 +7,11 @@ Two shapes, told apart by their first byte:
   ``d<TAB>kind<TAB>id id id<TAB>payload``.  The payload is the frame's JSON,
   serialized once by the sending process and passed through untouched.
 * a **control event** (``{``): a JSON object with ``op`` and the sending
-  ``node``: ``open``, ``close``, ``join``, ``leave``, ``presence``, ``beat``,
-  ``sync``, ``bye``.  See docs/clustering.md.
+  ``node``.  On a room's channel: ``open``, ``join``, ``leave``,
+  ``presence`` (each with the session's whole state, ``s``), ``close``
+  (``id``) and ``members``; on the control channel: ``beat``, ``sync``,
+  ``state``, ``bye``; on a node's channel: ``sync``, ``state``, ``want``.
+  See docs/clustering.md.
 
 Channel names are ``symple_tx.redis.keys.Keys``.
 """

@@ -1,19 +1,26 @@
-"""This process's mirror of the sessions held by the other processes.
+"""This process's mirror of the sessions of other processes that share a room with ours.
 
 A session of another process lives in the router like a local one (same
 room index, same routing and permission code), marked with its ``node`` and
-given a link that sends nothing.  Each change reported by its owner is
-replayed through the router's own operations (``admit``, ``enter``,
-``depart``, ``close_session``), which send presence to the *local* sessions
-whose view changed; the owner does the same for its own sessions.  Each
-process thus keeps its own clients' rosters right, with no coordination.
+given a link that sends nothing.  Each change reported by its owner carries
+the session's whole state and is applied as an upsert through the router's
+own operations (``admit``, ``enter``, ``depart``, ``close_session``), which
+send presence to the *local* sessions whose view changed; the owner does the
+same for its own sessions.  Each process thus keeps its own clients' rosters
+right, with no coordination.
+
+Only sessions that share a room (named or user room) with a local session
+are kept: ``shares`` says whether a state does, counting only the rooms whose
+channel this process is subscribed to for certain, so that every later change
+of a kept session is sure to be heard.  A state that shares none is dropped
+from the mirror; no local session saw it, so nobody is told.
 
 ``sync`` carries a process's full state and is applied as a difference, so
 the same code serves a newcomer, a process back from a Redis outage, and any
 event lost on the way.  A larger state comes in pages (``begin_sync``,
 ``continue_sync``): the difference is taken once the last page is in, and
-the owner's live ``open``/``close`` events, which Redis delivers in order
-with its pages, keep it exact meanwhile.
+the owner's live events, which Redis delivers in order with its pages, keep
+it exact meanwhile.
 """
 
 from __future__ import annotations
@@ -63,9 +70,14 @@ class Node:
 class Membership:
     """Applies other processes' events to the router; forgets silent processes."""
 
-    def __init__(self, router: Router, clock: Callable[[], float]) -> None:
+    def __init__(self, router: Router, clock: Callable[[], float],
+                 shares: Callable[[str, Iterable[str]], bool] = lambda user, rooms: True
+                 ) -> None:
+        """``shares(user, rooms)``: whether a session of ``user`` in named
+        ``rooms`` shares a room with a local session (and is to be mirrored)."""
         self.router = router
         self.clock = clock
+        self.shares = shares
         self.nodes: dict[str, Node] = {}
 
     def remote_sessions(self) -> int:
@@ -83,19 +95,25 @@ class Membership:
     # -- events ------------------------------------------------------------------
 
     def open(self, node: Node, state: dict) -> None:
+        """Mirror ``state`` (new or changed) if it shares a room with us, else forget it."""
         session_id = state.get("id")
         if not isinstance(session_id, str):
             raise ValueError("session state without an id")
         node.unconfirmed.discard(session_id)
-        if session_id in node.sessions:
-            self._update(node.sessions[session_id], state)
-            return
-        if session_id in self.router.sessions:
+        known = node.sessions.get(session_id)
+        if known is None and session_id in self.router.sessions:
             raise ValueError(f"session id {session_id!r} is already in use")
-        user = _text(state, "user")
+        user = known.user if known is not None else _text(state, "user")
         if "|" in user:
             raise ValueError(f"invalid user {user!r}")
         rooms = check_rooms(state.get("rooms"))
+        if not self.shares(user, rooms):
+            if known is not None:
+                self.close(node, session_id)
+            return
+        if known is not None:
+            self._update(known, rooms, state)
+            return
         peer_type = state.get("type")
         identity = Identity(user=user, name=_text(state, "name"),
                             peer_type=peer_type if isinstance(peer_type, str) else None)
@@ -110,21 +128,17 @@ class Membership:
         if session is not None:
             self.router.close_session(session)
 
-    def join(self, node: Node, session_id: Any, room: Any) -> None:
-        session = self._session(node, session_id)
-        if session is not None and room not in session.rooms:
-            self.router.enter(session, check_rooms([room])[0])
-
-    def leave(self, node: Node, session_id: Any, room: Any) -> None:
-        session = self._session(node, session_id)
-        if session is not None and room in session.rooms and room != session.user:
-            self.router.depart(session, room)
-
-    def presence(self, node: Node, session_id: Any, data: Any) -> None:
-        session = self._session(node, session_id)
-        if session is not None and isinstance(data, dict):
-            session.presence = data
-            session._online_frame = None
+    def forget_unshared(self, sessions: Iterable[Session]) -> int:
+        """Drop those of ``sessions`` (mirrored ones) that share no room with us any more."""
+        dropped = 0
+        for session in list(sessions):
+            node = self.nodes.get(session.node) if session.node is not None else None
+            if node is None or node.sessions.get(session.id) is not session:
+                continue
+            if not self.shares(session.user, session.rooms):
+                self.close(node, session.id)
+                dropped += 1
+        return dropped
 
     def sync(self, node: Node, states: Iterable[dict]) -> None:
         """Make our mirror of ``node`` equal its full state."""
@@ -184,16 +198,13 @@ class Membership:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _session(self, node: Node, session_id: Any) -> Optional[Session]:
-        return node.sessions.get(session_id) if isinstance(session_id, str) else None
-
-    def _update(self, session: Session, state: dict) -> None:
+    def _update(self, session: Session, rooms: Iterable[str], state: dict) -> None:
         """Bring a known session's rooms and presence to ``state``."""
-        rooms = set(check_rooms(state.get("rooms")))
-        rooms.discard(session.user)  # its user room is implied, never a named room
-        for room in sorted(session.rooms - rooms):
+        wanted = set(rooms)
+        wanted.discard(session.user)  # its user room is implied, never a named room
+        for room in sorted(session.rooms - wanted):
             self.router.depart(session, room)
-        for room in sorted(rooms - session.rooms):
+        for room in sorted(wanted - session.rooms):
             self.router.enter(session, room)
         session.presence = _presence(state, session)
         session._online_frame = None

@@ -2,11 +2,19 @@
 
 Layout (docs/clustering.md explains the choice):
 
-* ``<prefix>control`` — every process: its sessions' changes,
-  heartbeats, full-state syncs and goodbyes;
-* ``<prefix>node:<id>`` — one process: the routed frames that have
-  recipients there (one publish per process, whatever the recipient count)
-  and sync replies addressed to it;
+* ``<prefix>v2:control`` — every process: heartbeats, full-state syncs and
+  goodbyes;
+* ``<prefix>v2:room:<room>`` and ``<prefix>v2:user:<user>`` — the processes
+  with a session in that named room or of that user: the changes of every
+  session in it, each carrying the session's whole state, and requests for
+  the room's members from a process whose first session just entered it;
+* ``<prefix>v2:node:<id>`` — one process: the routed frames that have
+  recipients there (one publish per process, whatever the recipient count),
+  states and room members addressed to it.
+
+A process subscribes to a room's channel while one of its sessions is in the
+room, so it mirrors only the sessions that share a room with one of its own
+and hears only their changes.
 
 The Ruby gem's ``<prefix>broadcast`` channel is subscribed on the same
 connection (``subscribe``; ``symple_tx.broadcast`` delivers its frames to
@@ -122,8 +130,8 @@ class RedisBus(Bus):
         self.node_timeout = node_timeout
         self.sync_page = SYNC_PAGE
         #: Paged states being read by other processes: snapshot id -> (session
-        #: ids at the time, last asked for).
-        self._snapshots: dict[str, tuple[list[str], float]] = {}
+        #: ids at the time, last asked for, whether they are a room's members).
+        self._snapshots: dict[str, tuple[list[str], float, bool]] = {}
         #: Whether the address finds the master afresh on each connection
         #: (Sentinel): then a server that turns out to be a replica is left.
         self._follows_master = getattr(address, "follows_master", False)
@@ -131,6 +139,11 @@ class RedisBus(Bus):
         self.subscriber = Subscription(address, reactor, listeners=[self])
         for channel in (self._control, self.inbox):
             self.subscriber.add(channel, functools.partial(self.received, channel.encode()))
+        #: Local session id -> the channels of its rooms (its user room first).
+        self._local: dict[str, list[str]] = {}
+        #: Channel of a room with local sessions -> (kind, name) and how many.
+        self._rooms: dict[str, tuple[str, str]] = {}
+        self._members: dict[str, int] = {}
         self.up = False
         self._was_up = False
         self._leaving = False
@@ -145,7 +158,7 @@ class RedisBus(Bus):
         if self.router is router:
             return
         self.router = router
-        self.membership = Membership(router, self.reactor.seconds)
+        self.membership = Membership(router, self.reactor.seconds, self.shares)
         self.metrics = BusMetrics(router.metrics.registry,
                                   lambda: len(self.membership.nodes) + 1,
                                   lambda: 1 if self.up else 0,
@@ -245,20 +258,137 @@ class RedisBus(Bus):
     def _tell(self, op: str, **fields: Any) -> None:
         self._publish(self._control, codec.event(op, self.node, **fields), "control")
 
+    def _tell_rooms(self, channels: list[str], message: bytes) -> None:
+        for channel in channels:
+            self._publish(channel, message, "control")
+
+    def _channels_of(self, session: Session) -> list[str]:
+        keys = self.channels
+        return [keys.user(session.user), *(keys.room(r) for r in sorted(session.rooms))]
+
+    def shares(self, user: str, rooms: Any) -> bool:
+        """Whether a session of ``user`` in ``rooms`` shares a room with a local session.
+
+        Only rooms whose subscription Redis has confirmed count: from then on
+        every change of that session is heard here, so it can be mirrored.
+        While the bus is down, every room of a local session counts: nothing
+        is heard then, and the sync that follows Redis's return repairs the
+        mirror whatever it holds.
+        """
+        keys = self.channels
+        hears = self.subscriber.is_subscribed if self.up else self._members.__contains__
+        return hears(keys.user(user)) or any(hears(keys.room(r)) for r in rooms if r != user)
+
     def opened(self, session: Session) -> None:
-        self._tell("open", s=codec.session_state(session))
+        channels = self._local[session.id] = self._channels_of(session)
+        user = session.user
+        for channel in channels:
+            self._enter(channel, ("user", user) if channel == channels[0]
+                        else ("room", channel[len(self.channels.room("")):]))
+        self._tell_rooms(channels, codec.event("open", self.node,
+                                               s=codec.session_state(session)))
 
     def closed(self, session: Session) -> None:
-        self._tell("close", id=session.id)
+        # The router has taken it out of its rooms already: ours are remembered.
+        channels = self._local.pop(session.id, None)
+        if channels is None:
+            return
+        self._tell_rooms(channels, codec.event("close", self.node, id=session.id))
+        for channel in channels:
+            self._exit(channel)
 
     def joined(self, session: Session, room: str) -> None:
-        self._tell("join", id=session.id, room=room)
+        channel = self.channels.room(room)
+        channels = self._local.get(session.id)
+        if channels is None:
+            return
+        if channel not in channels:
+            channels.append(channel)
+            self._enter(channel, ("room", room))
+        self._tell_rooms(channels, codec.event("join", self.node,
+                                               s=codec.session_state(session)))
 
     def left(self, session: Session, room: str) -> None:
-        self._tell("leave", id=session.id, room=room)
+        channel = self.channels.room(room)
+        channels = self._local.get(session.id)
+        if channels is None:
+            return
+        # Told in the room left too: its other members' processes stop seeing it.
+        self._tell_rooms(channels, codec.event("leave", self.node,
+                                               s=codec.session_state(session)))
+        if channel in channels:
+            channels.remove(channel)
+            self._exit(channel)
 
     def presence(self, session: Session) -> None:
-        self._tell("presence", id=session.id, data=session.presence)
+        self._tell_rooms(self._local.get(session.id, ()),  # type: ignore[arg-type]
+                         codec.event("presence", self.node, s=codec.session_state(session)))
+
+    # -- the rooms this process watches -------------------------------------------
+
+    def _enter(self, channel: str, scope: tuple[str, str]) -> None:
+        """One more local session in a room: its first subscribes to the room's channel."""
+        count = self._members.get(channel, 0)
+        self._members[channel] = count + 1
+        if count:
+            return
+        self._rooms[channel] = scope
+        handler = functools.partial(self.received, channel.encode())
+        self.subscriber.add(channel, handler).addCallback(self._watching)
+
+    def _exit(self, channel: str) -> None:
+        """One local session fewer in a room: after its last, forget the room's members."""
+        count = self._members.get(channel, 0) - 1
+        if count > 0:
+            self._members[channel] = count
+            return
+        self._members.pop(channel, None)
+        scope = self._rooms.pop(channel, None)
+        self.subscriber.remove(channel)
+        if scope is not None:
+            self.membership.forget_unshared(
+                [s for s in self._index(scope).get(scope[1], ()) if s.node is not None])
+
+    def _index(self, scope: tuple[str, str]) -> dict:
+        return self.router.users if scope[0] == "user" else self.router.rooms
+
+    def _local_members(self, scope: tuple[str, str]) -> list[Session]:
+        return [s for s in self._index(scope).get(scope[1], ()) if s.node is None]
+
+    def _watching(self, channel: str) -> None:
+        """Redis confirmed a room's channel: ask its members' processes for them.
+
+        The request carries our own members of the room, for a process that
+        entered the room at the same moment and missed their changes; each
+        process with members there answers on our node channel.  Everything
+        its process says after that answer reaches us too, in order.
+        """
+        scope = self._rooms.get(channel)
+        if scope is None or not self.up:
+            return  # left meanwhile; or Redis is back and the sync repairs everything
+        local = self._local_members(scope)
+        page = self.sync_page
+        for start in range(0, max(len(local), 1), page):
+            states = [codec.session_state(s) for s in local[start:start + page]]
+            self._publish(channel, codec.event("members", self.node, kind=scope[0],
+                                               name=scope[1], sessions=states,
+                                               ask=start == 0), "control")
+
+    def _serve_members(self, requester: str, event: dict) -> None:
+        """Another process's first session entered a room we have members in."""
+        kind, name = event.get("kind"), event.get("name")
+        if kind not in ("room", "user") or not isinstance(name, str):
+            raise ValueError("members request without a room")
+        node = self.membership.nodes.get(requester)
+        if node is not None:
+            for state in event.get("sessions") or ():
+                if isinstance(state, dict):
+                    self.membership.open(node, state)
+        if event.get("ask") is True:
+            local = self._local_members((kind, name))
+            if local:
+                self._send_states(self.channels.node(requester), local, reply=False,
+                                  add=True)
 
     def forward(self, recipients: dict[str, list[str]], payload: bytes, kind: str) -> None:
         node_channel = self.channels.node
@@ -267,28 +397,37 @@ class RedisBus(Bus):
                           "delivery")
 
     def _sync(self, channel: str, reply: bool) -> None:
-        """Our full state on ``channel``: one ``sync``, or the first page of a ``state``.
+        """Our full state on ``channel``: one ``sync``, or the first page of a ``state``."""
+        local = [s for s in self.router.sessions.values() if s.node is None]
+        self._send_states(channel, local, reply)
+
+    def _send_states(self, channel: str, local: list[Session], reply: bool,
+                     add: bool = False) -> None:
+        """The states of ``local`` on ``channel``, in pages beyond ``sync_page``.
 
         With more than a page of sessions, the rest is kept as a list of ids
         (a snapshot, shared by every reader of this state); each receiver asks
         for the following pages (``want``, ``SYNC_WINDOW`` ahead), so no
-        message is larger than a page and the pace is the reader's.
+        message is larger than a page and the pace is the reader's.  ``add``
+        marks a room's members: the receiver mirrors them, and takes no
+        difference against what it mirrors of us.
         """
-        local = [s for s in self.router.sessions.values() if s.node is None]
         page = self.sync_page
-        if len(local) <= page:
+        if len(local) <= page and not add:
             states = [codec.session_state(s) for s in local]
             self._publish(channel, codec.event("sync", self.node, sessions=states,
                                                reply=reply), "control")
             return
         snap = secrets.token_hex(4)
-        self._forget_snapshots()
         rest = [s.id for s in local[page:]]
-        self._snapshots[snap] = (rest, self.reactor.seconds())
+        if rest:
+            self._forget_snapshots()
+            self._snapshots[snap] = (rest, self.reactor.seconds(), add)
         states = [codec.session_state(s) for s in local[:page]]
+        marks = {"add": True} if add else {}
         self._publish(channel, codec.event("state", self.node, snap=snap, page=0,
                                            pages=self._pages(rest), sessions=states,
-                                           more=True, reply=reply), "control")
+                                           more=bool(rest), reply=reply, **marks), "control")
 
     def _pages(self, rest: list[str]) -> int:
         """Pages of a state whose first page is sent and ``rest`` is still to come."""
@@ -301,21 +440,22 @@ class RedisBus(Bus):
             # Forgotten (or never ours): start that process's reading afresh.
             self._sync(self.channels.node(requester), reply=False)
             return
-        ids, _ = kept
+        ids, _, add = kept
         size = self.sync_page
         chunk = ids[(page - 1) * size:page * size]
-        self._snapshots[snap] = (ids, self.reactor.seconds())  # others may read it too
+        self._snapshots[snap] = (ids, self.reactor.seconds(), add)  # others may read it too
         sessions = self.router.sessions
         states = [codec.session_state(sessions[i]) for i in chunk
                   if i in sessions and sessions[i].node is None]
+        marks = {"add": True} if add else {}
         self._publish(self.channels.node(requester),
                       codec.event("state", self.node, snap=snap, page=page,
                                   pages=self._pages(ids), sessions=states,
-                                  more=page * size < len(ids)), "control")
+                                  more=page * size < len(ids), **marks), "control")
 
     def _forget_snapshots(self) -> None:
         deadline = self.reactor.seconds() - SNAPSHOT_TTL
-        for snap in [k for k, (_, used) in self._snapshots.items() if used < deadline]:
+        for snap in [k for k, (_, used, _) in self._snapshots.items() if used < deadline]:
             del self._snapshots[snap]
 
     def _heartbeat(self) -> None:
@@ -357,7 +497,13 @@ class RedisBus(Bus):
             raise ValueError("state without snapshot, page or page count")
         states = event.get("sessions") or ()
         more = event.get("more") is True
-        if page == 0:
+        if event.get("add") is True:  # a room's members: mirrored, no difference taken
+            for state in states:
+                if isinstance(state, dict):
+                    self.membership.open(node, state)
+            wanted = (range(1, min(1 + SYNC_WINDOW, pages)) if page == 0
+                      else range(page + SYNC_WINDOW, pages)[:1]) if more else range(0)
+        elif page == 0:
             self.membership.begin_sync(node, snap, states, complete=not more)
             if event.get("reply"):
                 self._sync(self.channels.node(node.id), reply=False)
@@ -418,18 +564,16 @@ class RedisBus(Bus):
             self._serve_page(origin, event.get("snap"), event.get("page"))
             if not new:
                 return
+        if op == "members":
+            self._serve_members(origin, event)
+            if not new:
+                return
         if new:
             # A process we do not mirror (new, or forgotten while silent):
             # ask for its full state instead of applying a partial change.
             self._sync(self.channels.node(origin), reply=True)
             return
-        if op == "open":
+        if op in ("open", "join", "leave", "presence"):
             membership.open(node, event.get("s") or {})
         elif op == "close":
             membership.close(node, event.get("id"))
-        elif op == "join":
-            membership.join(node, event.get("id"), event.get("room"))
-        elif op == "leave":
-            membership.leave(node, event.get("id"), event.get("room"))
-        elif op == "presence":
-            membership.presence(node, event.get("id"), event.get("data"))

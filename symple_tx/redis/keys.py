@@ -5,8 +5,9 @@ and Python backends share one server:
 
 * ``symple:session:<token>`` — a stored session (JSON), read at auth;
 * ``symple:broadcast`` — frames backends publish for every server process;
-* ``symple:cluster:`` — the cluster's own channels and keys (its prefix can be
-  set apart, so processes on one Redis may form separate clusters).
+* ``symple:cluster:`` — the cluster's own channels (under ``v2:``, the bus
+  protocol's version) and keys (its prefix can be set apart, so processes on
+  one Redis may form separate clusters).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 DEFAULT_PREFIX = "symple:"
+#: The cluster bus's protocol, part of each of its channel names: processes
+#: that speak different ones form separate clusters on one Redis instead of
+#: half-understanding each other (docs/clustering.md, "Upgrading").
+BUS_VERSION = "v2"
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,12 @@ class Keys:
 
     @property
     def bus(self) -> str:
-        """The prefix of the bus's channels."""
-        return self.cluster
+        """The prefix of the bus's channels: the cluster's, and the protocol's version."""
+        return self.cluster + BUS_VERSION + ":"
 
     @property
     def control(self) -> str:
-        """Every process: membership changes, heartbeats, syncs, goodbyes."""
+        """Every process: heartbeats, full-state syncs, goodbyes."""
         return self.bus + "control"
 
     def node(self, node_id: str) -> str:

@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from symple_tx.cluster import RedisBus, codec, redis_bus
 from symple_tx.redis import Keys, RedisAddress
 
-from tests.fakes import connect, make_router
+from tests.fakes import InstantWire, connect, disconnect, make_router
 
 
 class RecordingBus(RedisBus):
@@ -22,6 +22,7 @@ class RecordingBus(RedisBus):
                          node_timeout=node_timeout)
         self.router.bus = self
         self.up = True
+        InstantWire(self.subscriber)
         self.published: list[tuple[str, bytes]] = []
 
     def _publish(self, channel: str, message: bytes, kind: str) -> None:
@@ -47,10 +48,11 @@ class CodecTests(unittest.TestCase):
 
     def test_names_stay_apart_from_the_gem_names(self):
         keys = Keys()
-        for name in (keys.control, keys.node("abc"), keys.alive("abc")):
+        for name in (keys.control, keys.node("abc"), keys.alive("abc"), keys.room("r"),
+                     keys.user("u")):
             self.assertTrue(name.startswith("symple:cluster:"), name)
-        self.assertEqual(Keys(cluster_prefix="app:cluster:").control, "app:cluster:control")
-        self.assertEqual(Keys("app:").control, "app:cluster:control")
+        self.assertEqual(Keys(cluster_prefix="app:cluster:").control, "app:cluster:v2:control")
+        self.assertEqual(Keys("app:").control, "app:cluster:v2:control")
 
     def test_parse_event_refuses_non_events(self):
         for message in (b"", b"[1]", b'{"op": 1, "node": "x"}', b'{"op": "beat"}', b"\xff"):
@@ -73,19 +75,77 @@ class MembershipTests(unittest.TestCase):
         self.assertEqual(self.bus.router.sessions["b1"].node, "other")
         self.assertEqual(self.bus.router.local_sessions(), 1)
 
-    def test_no_frame_is_kept_for_mirrored_sessions_nobody_here_sees(self):
-        """The mirror's memory: a frame only where a local session receives it."""
+    def test_sessions_sharing_no_room_with_ours_are_not_mirrored(self):
+        """The mirror holds only sessions a local session shares a room with."""
         self.bus.hear(self.control, "open", "other", s=state("c1", "carol", ["attic"]))
-        self.bus.hear(self.control, "open", "other", s=state("c2", "cid", ["attic"]))
+        self.bus.hear(self.control, "open", "other", s=state("c2", "cid", ["attic", "lobby"]))
         sessions = self.bus.router.sessions
-        self.assertIsNone(sessions["c1"]._online_frame)
-        self.assertIsNone(sessions["c2"]._online_frame)
-        self.assertIsNotNone(sessions["b1"]._online_frame)  # alice saw bob arrive
+        self.assertNotIn("c1", sessions)
+        self.assertIn("c2", sessions)
+        self.assertEqual(self.bus.remote_sessions(), 2)  # bob and cid
+        # cid leaves the lobby: nobody here sees it any more
         self.alice_link.take()
+        self.bus.hear(self.control, "leave", "other", s=state("c2", "cid", ["attic"]))
+        self.assertNotIn("c2", sessions)
+        [frame] = self.alice_link.take()
+        self.assertEqual((frame["data"]["id"], frame["data"]["online"]), ("c2", False))
+
+    def test_joining_a_room_asks_its_members_processes_for_them(self):
+        self.bus.published.clear()
         self.bus.router.handle(self.alice, {"type": "join", "room": "attic"})
-        frames = [f for f in self.alice_link.take() if f["type"] == "presence"]
-        self.assertEqual(sorted(f["data"]["id"] for f in frames), ["c1", "c2"])
-        self.assertIsNotNone(sessions["c1"]._online_frame)
+        attic = self.bus.channels.room("attic")
+        self.assertIn(attic.encode(), self.bus.subscriber.handlers)
+        requests = [orjson.loads(m) for c, m in self.bus.published
+                    if c == attic and orjson.loads(m)["op"] == "members"]
+        self.assertEqual([(r["kind"], r["name"], r["ask"], [s["id"] for s in r["sessions"]])
+                          for r in requests], [("room", "attic", True, [self.alice.id])])
+        self.alice_link.take()
+        self.bus.hear(self.bus.inbox, "state", "other", snap="", page=0, pages=1, add=True,
+                      more=False, sessions=[state("c1", "carol", ["attic"])])
+        [frame] = self.alice_link.take()
+        self.assertEqual((frame["data"]["id"], frame["data"]["online"]), ("c1", True))
+        # an answer is added to the mirror: bob, not in it, stays
+        self.assertEqual(self.bus.remote_sessions(), 2)
+        # the last local member leaves: the room's channel and its members go
+        self.bus.router.handle(self.alice, {"type": "leave", "room": "attic"})
+        self.assertNotIn(attic.encode(), self.bus.subscriber.handlers)
+        self.assertNotIn("c1", self.bus.router.sessions)
+        self.assertIn("b1", self.bus.router.sessions)
+
+    def test_a_members_request_is_answered_with_our_members_of_that_room(self):
+        self.bus.published.clear()
+        self.bus.hear(self.bus.channels.room("lobby"), "members", "other", kind="room",
+                      name="lobby", ask=True, sessions=[state("b2", "bob", ["lobby"])])
+        self.assertIn("b2", self.bus.router.sessions)
+        [(channel, message)] = self.bus.published
+        self.assertEqual(channel, self.bus.channels.node("other"))
+        event = orjson.loads(message)
+        self.assertEqual((event["op"], event["add"], [s["id"] for s in event["sessions"]]),
+                         ("state", True, [self.alice.id]))
+        # a room we have no member in is not answered
+        self.bus.published.clear()
+        self.bus.hear(self.bus.channels.room("attic"), "members", "other", kind="room",
+                      name="attic", ask=True, sessions=[])
+        self.assertEqual(self.bus.published, [])
+
+    def test_changes_are_told_on_each_room_of_the_session(self):
+        self.bus.published.clear()
+        self.bus.router.handle(self.alice, {"type": "join", "room": "attic"})
+        self.bus.published.clear()
+        self.bus.router.handle(self.alice, {"type": "leave", "room": "lobby"})
+        keys = self.bus.channels
+        leaves = [(c, orjson.loads(m)) for c, m in self.bus.published
+                  if orjson.loads(m)["op"] == "leave"]
+        self.assertEqual(sorted(c for c, _ in leaves),
+                         sorted([keys.user("alice"), keys.room("attic"), keys.room("lobby")]))
+        self.assertEqual({tuple(e["s"]["rooms"]) for _, e in leaves}, {("attic",)})
+        self.bus.published.clear()
+        disconnect(self.bus.router, self.alice)
+        self.assertEqual(sorted(c for c, _ in self.bus.published),
+                         sorted([keys.user("alice"), keys.room("attic")]))
+        self.assertEqual(self.bus.subscriber.handlers.keys(),
+                         {self.control.encode(), self.bus.inbox.encode()})
+        self.assertEqual(self.bus.remote_sessions(), 0)
 
     def test_routed_frames_for_mirrored_sessions_are_forwarded_once_per_process(self):
         self.bus.hear(self.control, "open", "other", s=state("b2", "bob", ["lobby"]))
@@ -257,6 +317,8 @@ class StalePresenceTests(unittest.TestCase):
             "symple_drops_total", {"reason": "stale_presence"}), 1)
         # While they share a room, the same frame is delivered.
         bus.router.handle(alice, {"type": "join", "room": "lobby"})
+        bus.hear(bus.inbox, "state", "other", snap="", page=0, pages=1, add=True,
+                 more=False, sessions=[state("b1", "bob", ["lobby"])])
         link.take()
         bus.received(bus.channels.node("me").encode(),
                      codec.delivery("presence", [alice.id], presence))

@@ -60,11 +60,13 @@ class KeysTests(unittest.TestCase):
         keys = Keys()
         self.assertEqual((keys.session("t"), keys.broadcast, keys.control, keys.node("n"),
                           keys.alive("n")),
-                         ("symple:session:t", "symple:broadcast", "symple:cluster:control",
-                          "symple:cluster:node:n", "symple:cluster:alive:n"))
+                         ("symple:session:t", "symple:broadcast", "symple:cluster:v2:control",
+                          "symple:cluster:v2:node:n", "symple:cluster:alive:n"))
+        self.assertEqual((keys.room("r"), keys.user("r")),
+                         ("symple:cluster:v2:room:r", "symple:cluster:v2:user:r"))
         app = Keys("app:", cluster_prefix="blue:")
         self.assertEqual((app.session_prefix, app.broadcast, app.control),
-                         ("app:session:", "app:broadcast", "blue:control"))
+                         ("app:session:", "app:broadcast", "blue:v2:control"))
 
 
 class EndpointTests(unittest.TestCase):
