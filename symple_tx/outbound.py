@@ -9,9 +9,11 @@ batching and drops the churn:
 
 * during a reactor turn, the frames for a connection are only appended to its
   queue, and the connection is put on the turn's dirty list;
-* when the turn's events are done (``callLater(0)`` runs right after the
-  poll's events), each dirty connection is flushed once: one ``send`` on the
-  socket itself;
+* when the turn's events are done, each dirty connection is flushed once:
+  one ``send`` on the socket itself.  On a reactor whose poll dispatches the
+  events (``doIteration``: epoll, poll, select) that is right after it
+  returns; writes made anywhere else (timed calls, other reactors) are
+  flushed by a ``callLater(0)``, which runs right after the poll's events;
 * only what the kernel does not take (or everything, while the transport
   still holds older bytes, or for a transport that is not a plain TCP socket,
   such as TLS) goes to ``transport.write``, whose buffer, producer pausing and
@@ -21,27 +23,83 @@ batching and drops the churn:
 from __future__ import annotations
 
 from typing import Any, Optional
+from weakref import WeakKeyDictionary
 
 from twisted.internet import tcp
 
 __all__ = ["FlushScheduler", "Outbound"]
 
 
+class TurnEnd:
+    """Runs the flushes of a reactor turn right after its poll, without a timed call.
+
+    A ``callLater(0)`` per turn costs a ``DelayedCall``, a heap push and pop
+    and the reactor's timeout arithmetic: with one routed message per turn,
+    as much as the token buckets.  This wraps the reactor's ``doIteration``
+    (the poll that dispatches the I/O events) once: while it runs,
+    ``polling`` is true and schedulers written to join ``dirty``; when it
+    returns (or raises) they are flushed.
+    """
+
+    __slots__ = ("polling", "dirty")
+
+    def __init__(self, reactor: Any) -> None:
+        self.polling = False
+        self.dirty: list[FlushScheduler] = []
+        poll = reactor.doIteration
+
+        def doIteration(timeout: Optional[float]) -> None:
+            self.polling = True
+            try:
+                poll(timeout)
+            finally:
+                self.polling = False
+                if self.dirty:
+                    dirty, self.dirty = self.dirty, []
+                    for scheduler in dirty:
+                        scheduler.flush()
+        reactor.doIteration = doIteration
+
+
+_turn_ends: "WeakKeyDictionary[Any, TurnEnd]" = WeakKeyDictionary()
+
+
+def turn_end(reactor: Any) -> Optional[TurnEnd]:
+    """The reactor's ``TurnEnd`` (made on first use), or None if it has no ``doIteration``."""
+    if not callable(getattr(reactor, "doIteration", None)):
+        return None  # e.g. task.Clock: timed calls only
+    try:
+        end = _turn_ends.get(reactor)
+        if end is None:
+            end = _turn_ends[reactor] = TurnEnd(reactor)
+    except TypeError:  # not weakly referenceable
+        return None
+    return end
+
+
 class FlushScheduler:
     """Flushes the connections written to during a reactor turn, once each, after it."""
 
-    __slots__ = ("_reactor", "_dirty", "_call")
+    __slots__ = ("_reactor", "_dirty", "_call", "_turn")
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
         self._dirty: list[Outbound] = []
+        #: None when nothing waits; else the pending DelayedCall or the TurnEnd.
         self._call: Any = None
+        self._turn = turn_end(reactor)
 
     def schedule(self, outbound: "Outbound") -> None:
         self._dirty.append(outbound)
         if self._call is None:
-            # One timed call per turn, shared by every connection written to in it.
-            self._call = self._reactor.callLater(0, self.flush)
+            turn = self._turn
+            if turn is not None and turn.polling:
+                # Written during the poll's events: flushed when the poll returns.
+                self._call = turn
+                turn.dirty.append(self)
+            else:
+                # One timed call per turn, shared by every connection written to in it.
+                self._call = self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Flush every dirty connection (writes made while flushing wait for the next turn)."""

@@ -176,6 +176,74 @@ class OutboundUnitTests(unittest.TestCase):
         self.assertEqual((sock.sent, transport.written, out.size), ([], [], 0))
 
 
+class PollingReactor(Clock):
+    """A Clock with a ``doIteration`` that dispatches the given events, like a poll."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list = []
+        self.polls = 0
+
+    def doIteration(self, timeout) -> None:
+        self.polls += 1
+        events, self.events = self.events, []
+        for event in events:
+            event()
+
+
+class TurnEndTests(unittest.TestCase):
+    """On a reactor that polls, writes made during its events leave when the poll returns."""
+
+    def setUp(self) -> None:
+        self.reactor = PollingReactor()
+        self.scheduler = FlushScheduler(self.reactor)
+
+    def test_writes_during_the_poll_leave_after_it_without_a_timed_call(self) -> None:
+        socks = [FakeSocket() for _ in range(2)]
+        outs = [direct_outbound(s, self.scheduler)[0] for s in socks]
+        self.reactor.events = [lambda: outs[0].write(b"a"), lambda: outs[1].write(b"b"),
+                               lambda: outs[0].write(b"c")]
+        self.reactor.doIteration(0)
+        self.assertEqual([s.sent for s in socks], [[b"ac"], [b"b"]])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.events = [lambda: outs[0].write(b"d")]
+        self.reactor.doIteration(0)
+        self.assertEqual(socks[0].sent, [b"ac", b"d"])
+
+    def test_schedulers_of_one_reactor_share_its_turn_end(self) -> None:
+        other = FlushScheduler(self.reactor)
+        socks = [FakeSocket(), FakeSocket()]
+        mine, theirs = direct_outbound(socks[0], self.scheduler)[0], \
+            direct_outbound(socks[1], other)[0]
+        self.reactor.events = [lambda: mine.write(b"m"), lambda: theirs.write(b"t")]
+        self.reactor.doIteration(0)
+        self.assertEqual([s.sent for s in socks], [[b"m"], [b"t"]])
+        self.assertEqual(self.reactor.polls, 1)  # wrapped once, not once per scheduler
+
+    def test_writes_outside_the_poll_still_get_a_timed_call(self) -> None:
+        sock = FakeSocket()
+        out = direct_outbound(sock, self.scheduler)[0]
+        out.write(b"from a timer")
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(0)
+        self.assertEqual(sock.sent, [b"from a timer"])
+
+    def test_a_failing_poll_still_flushes(self) -> None:
+        sock = FakeSocket()
+        out = direct_outbound(sock, self.scheduler)[0]
+
+        def boom() -> None:
+            out.write(b"before the error")
+            raise OSError("poll failed")
+        self.reactor.events = [boom]
+        self.assertRaises(OSError, self.reactor.doIteration, 0)
+        self.assertEqual(sock.sent, [b"before the error"])
+        out.write(b"next")  # nothing is left marked pending: it gets its timed call
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.reactor.advance(0)
+        self.assertEqual(sock.sent, [b"before the error", b"next"])
+
+
 # -- real sockets: a peer that sends pings and never reads -------------------------------
 
 PING = 125 * b"p"
