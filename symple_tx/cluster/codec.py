@@ -44,6 +44,24 @@ def event(op: str, node: str, **fields: Any) -> bytes:
     return orjson.dumps({"op": op, "node": node, **fields})
 
 
+def own_marker(node: str) -> bytes:
+    """What follows the ``op`` in every event ``node`` sends (see ``is_from``)."""
+    return b'","node":' + orjson.dumps(node)
+
+
+def is_from(message: bytes, marker: bytes) -> bool:
+    """Whether ``message`` is an event sent with ``marker`` (``own_marker``), unparsed.
+
+    ``event`` writes ``op`` then ``node`` first, so the node is found right
+    after the op's short name; a process's own events come back to it on
+    each of its rooms' channels and are dropped this way, without parsing.
+    """
+    if not message.startswith(b'{"op":"'):
+        return False
+    end = message.find(b'"', 7, 40)
+    return end > 0 and message.startswith(marker, end)
+
+
 def parse_event(message: bytes) -> Optional[dict]:
     """The control event, or None when the message is not one."""
     try:

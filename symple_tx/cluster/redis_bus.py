@@ -126,6 +126,10 @@ class RedisBus(Bus):
         self.node = node_id or secrets.token_hex(6)
         self.channels = keys
         self.inbox = keys.node(self.node)
+        #: How our own events begin after their ``op`` (``codec.event`` puts
+        #: ``op`` then ``node`` first): Redis hands them back to us on every
+        #: channel of our rooms, and they are dropped unread.
+        self._own = codec.own_marker(self.node)
         self._control = keys.control
         self.node_timeout = node_timeout
         self.sync_page = SYNC_PAGE
@@ -539,6 +543,8 @@ class RedisBus(Bus):
             self.router.deliver_forwarded(session_ids, payload, kind)
             return
         self.metrics.got["control"].inc()
+        if codec.is_from(message, self._own):
+            return
         event = codec.parse_event(message)
         if event is None:
             self.metrics.invalid.inc()

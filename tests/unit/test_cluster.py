@@ -54,6 +54,15 @@ class CodecTests(unittest.TestCase):
         self.assertEqual(Keys(cluster_prefix="app:cluster:").control, "app:cluster:v2:control")
         self.assertEqual(Keys("app:").control, "app:cluster:v2:control")
 
+    def test_own_events_are_told_apart_unparsed(self):
+        """Redis hands a process its own events back on each of its rooms' channels."""
+        mine = codec.own_marker("abc123")
+        self.assertTrue(codec.is_from(codec.event("presence", "abc123", s={"id": "x"}), mine))
+        self.assertTrue(codec.is_from(codec.event("beat", "abc123"), mine))
+        for other in (codec.event("open", "abc1234"), codec.event("open", "abc12"),
+                      codec.event("open", "b", s={"node": "abc123"}), b'{"op":"x', b"d\t"):
+            self.assertFalse(codec.is_from(other, mine), other)
+
     def test_parse_event_refuses_non_events(self):
         for message in (b"", b"[1]", b'{"op": 1, "node": "x"}', b'{"op": "beat"}', b"\xff"):
             self.assertIsNone(codec.parse_event(message), message)
