@@ -103,7 +103,8 @@ class ClusterTests(PrivacyChecks, PeersMixin, unittest.TestCase):
 
     @defer.inlineCallbacks
     def quiesce(self, peers):
-        """Every process mirrors the same sessions and rooms, and every echo is back."""
+        """Every process mirrors the same sessions and rooms (here each session
+        shares a room with one on each process), and every echo is back."""
         routers = [server.router for server in self.cluster.servers]
 
         def same_view() -> bool:
