@@ -22,6 +22,15 @@ their own, so everything they spend is the mirror):
 * rejoin: time for a freshly started process to mirror the cluster's M
   sessions, and the size of the sync message each simulated process sends it.
 
+A phase ends when each observer has read a marker published after Redis
+acknowledged the feeder's last publish, and a rejoin when the new process
+mirrors every session or, having read every page of the states it was
+sent, has gone idle.  So the same script measures a bus that mirrors only
+the sessions sharing a room with a process's own: the observers then
+mirror nothing, and what is left is what sharing no room costs (the
+messages still received, the states read at a rejoin).  bench/mirrorrooms.py
+measures processes that hold sessions of their own.
+
 See docs/scaling.md for figures and the projection built on them.
 """
 
@@ -32,6 +41,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -39,10 +49,14 @@ from typing import Any, Callable, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import Redis, cluster_metric  # noqa: E402
-from serverproc import ServerProcess, cpu_seconds, free_port, machine, symple_command  # noqa: E402,E501
+from serverproc import HOST, ServerProcess, cpu_seconds, free_port, machine, symple_command  # noqa: E402,E501
 
 BENCH_DIR = Path(__file__).resolve().parent
 PREFIX = "symple:"
+CLUSTER = PREFIX + "cluster:"
+#: Published on the control channel after a phase: unparsable, so each process
+#: counts it in ``symple_bus_invalid_total`` and does nothing else.
+MARKER = "bench-marker"
 
 
 def rss_bytes(pid: int) -> int:
@@ -110,6 +124,38 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
     return time.monotonic()
 
 
+def scrape(port: int) -> dict[str, float]:
+    """Every sample of the process's /metrics, by its name with labels."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+def control_channels(redis: Redis) -> list[str]:
+    """The cluster's control channel(s) with subscribers, whatever their version's name."""
+    found = redis.cli("PUBSUB", "CHANNELS", CLUSTER + "*control").split()
+    return [c for c in found
+            if not any(part in ("room", "user", "node") for part in
+                       c[len(CLUSTER):].split(":")[:-1])]
+
+
+def mark(server: ServerProcess, redis: Redis, timeout: float = 300) -> None:
+    """Publish the marker; return once the measured process has read it."""
+    before = scrape(server.port).get("symple_bus_invalid_total", 0)
+    channels = control_channels(redis)
+    if not channels:
+        raise RuntimeError("no control channel has subscribers")
+    for channel in channels:
+        redis.cli("PUBLISH", channel, MARKER)
+    wait_for(lambda: scrape(server.port).get("symple_bus_invalid_total", 0) > before,
+             timeout, "the marker to reach the measured process", interval=0.05)
+
+
 def control_received(server: ServerProcess) -> float:
     return cluster_metric(server.port, 'symple_bus_receives_total{kind="control"}')
 
@@ -128,22 +174,31 @@ def busy_metric(server: ServerProcess, name: str) -> float:
 
 def phase(feed: Feed, redis: Redis, observers: list[ServerProcess], op: str, count: int,
           rate: float = 0) -> dict:
-    """Run one kind of event ``count`` times; what it cost each observer (and Redis)."""
-    before = [(cpu_seconds(s.pid), rss_bytes(s.pid), control_received(s)) for s in observers]
+    """Run one kind of event ``count`` times; what it cost each observer (and Redis).
+
+    The phase ends for an observer when it has read the marker published
+    after Redis acknowledged the feeder's last publish: an observer that
+    mirrors everything has then applied all ``count`` events, one that
+    mirrors only what shares its rooms has read whatever concerned it.
+    """
+    before = [(cpu_seconds(s.pid), rss_bytes(s.pid), control_received(s),
+               busy_metric(s, "symple_bus_invalid_total")) for s in observers]
     redis_cpu = redis.cpu_seconds()
     start = time.monotonic()
     fed = feed.ask(op=op, count=count, rate=rate)
     ends = []
-    for server, (_, _, got) in zip(observers, before):
-        ends.append(wait_for(lambda: control_received(server) >= got + count, 300,
-                             f"{op} events to arrive", interval=0.05))
+    for server in observers:
+        mark(server, redis)
+        ends.append(time.monotonic())
     results = []
-    for server, (cpu, rss, got), end in zip(observers, before, ends):
+    for server, (cpu, rss, got, invalid), end in zip(observers, before, ends):
         used = cpu_seconds(server.pid) - cpu
         elapsed = end - start
-        results.append({"cpu_us_per_event": used * 1e6 / count,
+        markers = busy_metric(server, "symple_bus_invalid_total") - invalid
+        received = control_received(server) - got - markers
+        results.append({"cpu_us_per_event": used * 1e6 / count, "received": received,
                         "rss_delta": rss_bytes(server.pid) - rss,
-                        "control_per_s": (control_received(server) - got) / elapsed,
+                        "control_per_s": received / elapsed,
                         "cpu_share": used / elapsed, "elapsed": elapsed})
     # every process subscribes to the control channel, the simulated ones too
     subscribers = len(observers) + len(feed.nodes)
@@ -151,6 +206,13 @@ def phase(feed: Feed, redis: Redis, observers: list[ServerProcess], op: str, cou
             "feed_reconnects": fed["reconnects"],
             "redis_us_per_delivery": (redis.cpu_seconds() - redis_cpu) * 1e6
             / (count * subscribers)}
+
+
+#: Sessions per page of a state (the bus's ``SYNC_PAGE``): a new process has
+#: read a state of N sessions once it has received at least N / this messages.
+STATE_PAGE = 1000
+#: Seconds without CPU use after which a process has done what it was sent.
+QUIET = 0.5
 
 
 def rejoin(stack: ExitStack, redis: Redis, feed: Feed, sessions: int, timeout: float,
@@ -166,10 +228,16 @@ def rejoin(stack: ExitStack, redis: Redis, feed: Feed, sessions: int, timeout: f
         late = observer(own, redis, server_path)
         up = wait_for(lambda: cluster_metric(late.port, "symple_bus_up") == 1, 120,
                       "the new process to reach Redis", interval=0.02)
+        pages = -(-sessions // STATE_PAGE)
         try:
-            full = wait_for(lambda: busy_metric(late, "symple_bus_remote_sessions") >= sessions,
-                            timeout,
-                            "the new process to mirror everyone", interval=0.02)
+            full = wait_for(lambda: busy_metric(late, "symple_bus_remote_sessions") >= sessions
+                            or control_received(late) >= pages,
+                            timeout, "the new process to mirror everyone", interval=0.02)
+            if busy_metric(late, "symple_bus_remote_sessions") < sessions:
+                # It keeps only what shares its rooms: done once it stops working
+                # on what it was sent (watched in /proc, not by asking it).
+                late.wait_idle(QUIET, timeout)
+                full = time.monotonic() - QUIET
         except RuntimeError:
             return {"completed": False, "timeout_s": timeout,
                     "mirrored": busy_metric(late, "symple_bus_remote_sessions"),
@@ -177,6 +245,8 @@ def rejoin(stack: ExitStack, redis: Redis, feed: Feed, sessions: int, timeout: f
                     "cpu_s": cpu_seconds(late.pid),
                     "feed_cpu_s": cpu_seconds(feed.proc.pid) - feed_cpu}
         return {"completed": True, "from_start_s": full - start, "from_bus_up_s": full - up,
+                "mirrored": busy_metric(late, "symple_bus_remote_sessions"),
+                "received": control_received(late),
                 "cpu_s": cpu_seconds(late.pid), "rss": rss_bytes(late.pid),
                 "feed_cpu_s": cpu_seconds(feed.proc.pid) - feed_cpu,
                 "reconnects": cluster_metric(late.port, "symple_bus_reconnects_total")}
@@ -247,6 +317,9 @@ def main() -> int:
               + f" | {p['redis_us_per_delivery']:.2f} |")
     print("\nmemory per mirrored session (RSS growth during open): "
           + " / ".join(f"{b / 1024:.2f} KiB" for b in results["rss_per_session"]))
+    print("control messages received per phase: " + "; ".join(
+        f"{p['op']} " + " / ".join(f"{x['received']:,.0f}" for x in p["observers"])
+        for p in phases))
     print(f"mirrored sessions after open: {mirrored}; bus reconnects of the measured "
           f"processes: {results['observer_reconnects']}")
     whole = [w for w, _ in results["sync_bytes"]]
@@ -261,7 +334,9 @@ def main() -> int:
                   f"its CPU {r['cpu_s']:.1f} s, the simulated processes' "
                   f"{r['feed_cpu_s']:.1f} s)")
             continue
-        print(f"rejoin of {sessions:,} sessions: {r['from_start_s']:.2f} s from process start, "
+        print(f"rejoin of {sessions:,} sessions: {r['mirrored']:,.0f} mirrored, "
+              f"{r['received']:,.0f} control messages read; "
+              f"{r['from_start_s']:.2f} s from process start, "
               f"{r['from_bus_up_s']:.2f} s from reaching Redis; its CPU {r['cpu_s']:.2f} s, "
               f"RSS {r['rss'] / 1e6:.0f} MB; the simulated processes' CPU meanwhile "
               f"{r['feed_cpu_s']:.2f} s")

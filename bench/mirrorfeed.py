@@ -198,7 +198,10 @@ class Feeder:
             yield task.deferLater(reactor, 0.001 if rate > 0 else 0, lambda: None)
             while self.unacknowledged() > MAX_UNACKNOWLEDGED:
                 yield task.deferLater(reactor, 0.001, lambda: None)
-        return {"op": op, "count": count, "elapsed": reactor.seconds() - start,
+        elapsed = reactor.seconds() - start
+        while self.unacknowledged():  # so a marker published next comes after all of it
+            yield task.deferLater(reactor, 0.001, lambda: None)
+        return {"op": op, "count": count, "elapsed": elapsed,
                 "reconnects": [r.bus.metrics.reconnects._value.get() for r in self.routers]}
 
     def unacknowledged(self) -> int:

@@ -50,26 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import wsload  # noqa: E402
 from cluster import Redis  # noqa: E402
-from mirror import PREFIX, Feed, observer, rss_bytes, wait_for  # noqa: E402
+from mirror import Feed, mark, observer, rss_bytes, scrape, wait_for  # noqa: E402
 from run import Workers, ask, raise_fd_limit, split  # noqa: E402
 from serverproc import HOST, ServerProcess, cpu_seconds, machine  # noqa: E402
 
-CLUSTER = PREFIX + "cluster:"
-MARKER = "bench-marker"
 RECEIVES = "symple_bus_receives_total"
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Every sample of the process's /metrics, by its name with labels."""
-    import urllib.request
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            samples[name] = float(value)
-    return samples
 
 
 def by_kind(samples: dict[str, float], metric: str) -> dict[str, float]:
@@ -111,26 +96,6 @@ def difference(start: Point, end: Point) -> dict:
             "received_per_s": {k: v / elapsed for k, v in received.items()},
             "rss": end.rss, "rss_delta": end.rss - start.rss,
             "remote": end.remote, "remote_delta": end.remote - start.remote}
-
-
-def control_channels(redis: Redis) -> list[str]:
-    """The cluster's control channel(s) with subscribers, whatever their version's name."""
-    found = redis.cli("PUBSUB", "CHANNELS", CLUSTER + "*control").split()
-    return [c for c in found
-            if not any(part in ("room", "user", "node") for part in
-                       c[len(CLUSTER):].split(":")[:-1])]
-
-
-def mark(server: ServerProcess, redis: Redis, timeout: float = 300) -> None:
-    """Publish the marker; return once the measured process has read it."""
-    before = scrape(server.port).get("symple_bus_invalid_total", 0)
-    channels = control_channels(redis)
-    if not channels:
-        raise RuntimeError("no control channel has subscribers")
-    for channel in channels:
-        redis.cli("PUBLISH", channel, MARKER)
-    wait_for(lambda: scrape(server.port).get("symple_bus_invalid_total", 0) > before,
-             timeout, "the marker to reach the measured process", interval=0.05)
 
 
 def measured_phase(server: ServerProcess, redis: Redis, feed: Feed,
