@@ -2,9 +2,9 @@
 
 The router reports every change of its own sessions (open, close, join,
 leave, presence data) and hands over the routed frames that have recipients
-on other processes.  ``Bus`` is the single-process default: there are no
-other processes, so every call is a no-op.  ``symple_tx.cluster`` implements
-it over Redis.
+on other processes, or are addressed to a ``user|id`` it does not know.
+``Bus`` is the single-process default: there are no other processes, so
+every call is a no-op.  ``symple_tx.cluster`` implements it over Redis.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ class Bus:
 
     def forward(self, recipients: dict[str, list[str]], payload: bytes, kind: str) -> None:
         """Deliver ``payload`` to sessions of other processes: node id -> session ids."""
+
+    def forward_direct(self, sender: "Session", user: str, session_id: str, payload: bytes,
+                       kind: str) -> bool:
+        """Hand a frame for ``user|session_id``, a session this process does not
+        know, to whichever other process holds it; False when none could.
+
+        A process knows only the sessions sharing a room with its own, and a
+        room's other members only a round trip after its first member entered
+        it; the holder checks the shared room.  An implementation that
+        forwards charges the sender for one delivery first (``Router.charge``).
+        """
+        return False
 
     def remote_sessions(self) -> int:
         """How many sessions of other processes the router mirrors."""

@@ -35,6 +35,14 @@ _NOBODY: frozenset = frozenset()
 _ABSENT = object()
 
 
+class _Elsewhere(frozenset):
+    """Nobody here: a ``user|id`` address no session of this router has."""
+
+
+#: What ``recipients`` returns for such an address: another process may hold it.
+_ELSEWHERE: frozenset = _Elsewhere()
+
+
 def _identity(payload: bytes) -> Any:
     return payload
 
@@ -255,6 +263,27 @@ class Router:
             recipients = self._still_seeing(recipients, payload)
         self.fanout(recipients, payload, kind)
 
+    def deliver_direct(self, session_id: str, user: str, sender_user: str,
+                       sender_rooms: Collection[str], payload: bytes, kind: str) -> None:
+        """Deliver a frame another process forwarded to ``user|session_id`` unrouted.
+
+        Its process did not know the session (``Bus.forward_direct``), so the
+        check is made here, against the sender's user and named rooms as its
+        process sent them: delivered only to a session of ours that shares a
+        room with the sender (docs/spec.md §4).  A session of another process
+        is left to that process, which hears the same frame.
+        """
+        target = self.sessions.get(session_id)
+        if target is None or target.user != user:
+            self.metrics.drops["gone"].inc()
+            return
+        if target.node is not None:
+            return  # its own process delivers it
+        if user != sender_user and target.rooms.isdisjoint(sender_rooms):
+            self.metrics.drops["permission"].inc()
+            return
+        self.fanout((target,), payload, kind)
+
     def _still_seeing(self, recipients: list[Session], payload: bytes) -> list[Session]:
         """Drop the recipients of a forwarded presence that no longer see its sender.
 
@@ -306,9 +335,13 @@ class Router:
         frame["from"] = session.address
         frame.pop("token", None)
         recipients = self.recipients(session, frame.get("to", _ABSENT))
+        kind = frame["type"]
         if recipients:
             self.charge(session, len(recipients))
-        kind = frame["type"]
+        elif recipients is _ELSEWHERE:
+            if kind != "presence" and self._forward_direct(session, frame):
+                return
+            self.metrics.drops["no_recipient"].inc()
         if kind == "presence":
             data = frame.get("data")
             if data is None:
@@ -328,6 +361,22 @@ class Router:
         if recipients:  # a frame for nobody is not serialized
             self.fanout(recipients, wire.dumps(frame), kind, forward=True)
 
+    def _forward_direct(self, session: Session, frame: dict) -> bool:
+        """Hand a frame for a ``user|id`` this process does not know to the bus.
+
+        Another process may hold that session and share a room with the
+        sender although nothing here knows it yet: this process learns of a
+        room's other members a round trip after its first member entered the
+        room (docs/clustering.md).  The holder checks the shared room.
+        Presence is not forwarded: its online/offline bookkeeping needs the
+        recipient known here.
+        """
+        user, _, session_id = frame["to"].partition("|")
+        if not user or not session_id:
+            return False
+        return self.bus.forward_direct(session, user, session_id, wire.dumps(frame),
+                                       frame["type"])
+
     def charge(self, session: Session, deliveries: int) -> None:
         """Spend ``deliveries`` from the session's budget, or refuse the frame (429)."""
         budget = session.budget
@@ -339,7 +388,10 @@ class Router:
                      f"frame dropped")
 
     def recipients(self, session: Session, to: Any) -> Collection[Session]:
-        """Who receives a frame from ``session`` addressed ``to``."""
+        """Who receives a frame from ``session`` addressed ``to``.
+
+        ``_ELSEWHERE`` (empty) for a ``user|id`` no session here has.
+        """
         if to is _ABSENT:
             return self.visible(session)
         if isinstance(to, str):
@@ -352,8 +404,8 @@ class Router:
             if "|" in to:
                 # An address, never a room: whoever joined a room named after a
                 # departed peer's address must not receive that peer's traffic.
-                self.metrics.drops["no_recipient"].inc()
-                return _NOBODY
+                # ``route`` asks the other processes, or counts no recipient.
+                return _ELSEWHERE
             return self._room_members(session, to)
         if isinstance(to, list):
             if not all(wire.valid_room(room) for room in to):

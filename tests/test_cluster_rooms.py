@@ -155,3 +155,53 @@ class RedisRestartTests(SharedRoomsTestCase):
         bob.send_json({"type": "message", "to": "a", "data": "after"})
         yield alice.expect(is_message("after"))
         self.assertEqual([f for f in carol.received if f.get("data") == "after"], [])
+
+
+class FirstRoundTripTests(PeersMixin, unittest.TestCase):
+    """``user|id`` frames sent right after ``welcome``, before the sender's process
+    has heard of the room's other members (the WebRTC caller's ``call:init``)."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.redis = yield private_redis(self)
+        self.cluster = InProcessCluster(self.redis.url, 2, node_timeout=3.0)
+        self.addCleanup(self.cluster.stop)
+        yield self.cluster.start()
+        yield eventually(lambda: self.cluster.nodes_known(2), what="nodes to meet")
+
+    def drops(self, index: int, reason: str) -> float:
+        return self.cluster.servers[index].router.metrics.registry.get_sample_value(
+            "symple_drops_total", {"reason": reason}) or 0
+
+    @defer.inlineCallbacks
+    def test_direct_frames_sent_at_once_reach_a_peer_sharing_a_room_exactly_once(self):
+        ports = self.cluster.ports
+        b = self.cluster.servers[1].router
+        bob = yield self.peer_on(ports[1], "bob", rooms=["r"])
+        eve = yield self.peer_on(ports[1], "eve", rooms=["s", "alice"])  # named room "alice"
+        gone = yield self.peer_on(ports[1], "bob", rooms=["r"])
+        gone.send_json({"type": "close"})
+        yield gone.wait_closed()
+        yield eventually(lambda: gone.session_id not in b.sessions, what="bob's second gone")
+        alice = yield self.peer_on(ports[0], "alice", rooms=["r"])
+        # process 0 has not heard of bob yet: its first member of r just entered r
+        self.assertNotIn(bob.session_id, self.cluster.servers[0].router.sessions)
+        texts = ["call:init", "offer", "candidate"]
+        for text in texts:
+            alice.send_json({"type": "message", "to": bob.address, "data": text})
+        alice.send_json({"type": "message", "to": eve.address, "data": "blocked"})
+        alice.send_json({"type": "message", "to": gone.address, "data": "late"})
+        alice.send_json({"type": "message", "to": "nobody|x1", "data": "void"})
+        alice.send_json({"type": "message", "to": bob.address, "data": "marker"})
+        for text in texts + ["marker"]:
+            yield bob.expect(is_message(text))
+        # one publisher connection: process 1 has handled every earlier frame
+        self.assertEqual([f["data"] for f in bob.received if f.get("type") == "message"],
+                         texts + ["marker"])
+        self.assertEqual([f for f in eve.received if f.get("type") == "message"], [])
+        yield eventually(lambda: self.drops(1, "permission") >= 1, what="eve's frame refused")
+        yield eventually(lambda: self.drops(1, "gone") >= 1, what="the closed session's")
+        yield eventually(lambda: self.drops(0, "no_recipient") >= 1, what="nobody's")
+        # blocked traffic is dropped silently (docs/spec.md §4)
+        before = yield alice.round_trip()
+        self.assertEqual([f for f in alice.received + before if f.get("type") == "error"], [])

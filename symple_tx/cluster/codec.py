@@ -1,11 +1,17 @@
 """The messages processes exchange over Redis, and the channel names.
 
-Two shapes, told apart by their first byte:
+Three shapes, told apart by their first byte:
 
 * a **delivery** (``d``), on the receiving process's own channel: a routed
   frame and the ids of that process's sessions that receive it, as
   ``d<TAB>kind<TAB>id id id<TAB>payload``.  The payload is the frame's JSON,
   serialized once by the sending process and passed through untouched.
+* a **direct delivery** (``u``), on the addressed user's channel: a frame
+  for a ``user|id`` its sender's process did not know, as
+  ``u<header><TAB>payload``; the header is a JSON object (which holds no
+  raw tab) starting with the sending ``node``, then the target session
+  ``id`` and ``user``, the frame's ``kind``, and the sender's ``from`` user
+  and named ``rooms``, so the holder can check the shared room.
 * a **control event** (``{``): a JSON object with ``op`` and the sending
   ``node``.  On a room's channel: ``open``, ``join``, ``leave``,
   ``presence`` (each with the session's whole state, ``s``), ``close``
@@ -38,6 +44,39 @@ def parse_delivery(message: bytes) -> tuple[str, list[str], bytes]:
     if tag != b"d":
         raise ValueError("not a delivery")
     return kind.decode(), ids.decode().split(), payload
+
+
+def direct(node: str, user: str, session_id: str, kind: str, sender: "Session",
+           payload: bytes) -> bytes:
+    header = orjson.dumps({"node": node, "id": session_id, "user": user, "kind": kind,
+                           "from": sender.user, "rooms": sorted(sender.rooms)})
+    return b"u%s\t%s" % (header, payload)
+
+
+def own_direct_marker(node: str) -> bytes:
+    """How every direct delivery ``node`` sends begins (Redis hands them back to
+    it when it has a session of the addressed user too)."""
+    return b'u{"node":' + orjson.dumps(node) + b","
+
+
+def parse_direct(message: bytes) -> tuple[str, str, str, str, list[str], bytes]:
+    """(session id, user, kind, sender's user, sender's rooms, payload);
+    ValueError when the message is not a direct delivery."""
+    if message[:1] != b"u":
+        raise ValueError("not a direct delivery")
+    header, tab, payload = message[1:].partition(b"\t")
+    if not tab:
+        raise ValueError("direct delivery without a payload")
+    fields = orjson.loads(header)
+    if not isinstance(fields, dict):
+        raise ValueError("direct delivery without a header")
+    values = [fields.get(key) for key in ("id", "user", "kind", "from")]
+    rooms = fields.get("rooms")
+    if not all(isinstance(v, str) for v in values) or not isinstance(rooms, list) \
+            or not all(isinstance(r, str) for r in rooms):
+        raise ValueError("direct delivery with an invalid header")
+    session_id, user, kind, sender = values
+    return session_id, user, kind, sender, rooms, payload
 
 
 def event(op: str, node: str, **fields: Any) -> bytes:

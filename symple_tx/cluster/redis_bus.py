@@ -7,7 +7,9 @@ Layout (docs/clustering.md explains the choice):
 * ``<prefix>v2:room:<room>`` and ``<prefix>v2:user:<user>`` — the processes
   with a session in that named room or of that user: the changes of every
   session in it, each carrying the session's whole state, and requests for
-  the room's members from a process whose first session just entered it;
+  the room's members from a process whose first session just entered it; on
+  a user's channel also frames for one of its sessions from a process that
+  does not know that session (yet);
 * ``<prefix>v2:node:<id>`` — one process: the routed frames that have
   recipients there (one publish per process, whatever the recipient count),
   states and room members addressed to it.
@@ -130,6 +132,7 @@ class RedisBus(Bus):
         #: ``op`` then ``node`` first): Redis hands them back to us on every
         #: channel of our rooms, and they are dropped unread.
         self._own = codec.own_marker(self.node)
+        self._own_direct = codec.own_direct_marker(self.node)
         self._control = keys.control
         self.node_timeout = node_timeout
         self.sync_page = SYNC_PAGE
@@ -243,18 +246,19 @@ class RedisBus(Bus):
 
     # -- outgoing ----------------------------------------------------------------
 
-    def _publish(self, channel: str, message: bytes, kind: str) -> None:
+    def _publish(self, channel: str, message: bytes, kind: str) -> Optional[Deferred]:
+        """PUBLISH, unless Redis is out of reach; fires with the number of listeners."""
         protocol = self.publisher.protocol
         if protocol is None or self._leaving:
             if not self._leaving:
                 self.metrics.lost.labels(kind).inc()
-            return
+            return None
         if len(protocol.replyQueue.waiting) >= MAX_IN_FLIGHT:
             # Redis stopped answering: drop rather than queue without bound.
             self.metrics.lost.labels(kind).inc()
-            return
+            return None
         self.metrics.sent[kind].inc()
-        protocol.publish(channel, message).addErrback(self._publish_failed, kind)
+        return protocol.publish(channel, message).addErrback(self._publish_failed, kind)
 
     def _publish_failed(self, failure: Any, kind: str) -> None:
         self.metrics.lost.labels(kind).inc()
@@ -400,6 +404,30 @@ class RedisBus(Bus):
             self._publish(node_channel(node), codec.delivery(kind, session_ids, payload),
                           "delivery")
 
+    def forward_direct(self, sender: Session, user: str, session_id: str, payload: bytes,
+                       kind: str) -> bool:
+        """Publish a frame for ``user|session_id`` on that user's channel.
+
+        Every process with a session of ``user`` listens there while it has
+        one, whether or not we share a room with it yet; only the holder of
+        the session delivers, after checking the sender's rooms carried here.
+        One delivery is charged, as for any direct frame.  A PUBLISH that
+        reached no other process means no session of ``user`` is anywhere:
+        counted as no recipient, as on one process.
+        """
+        self.router.charge(sender, 1)
+        channel = self.channels.user(user)
+        message = codec.direct(self.node, user, session_id, kind, sender, payload)
+        published = self._publish(channel, message, "delivery")
+        if published is not None:
+            # We hear it back ourselves while we have a session of ``user``.
+            published.addCallback(self._direct_heard, 1 if channel in self._members else 0)
+        return True
+
+    def _direct_heard(self, listeners: Any, ours: int) -> None:
+        if isinstance(listeners, int) and listeners <= ours:
+            self.router.metrics.drops["no_recipient"].inc()
+
     def _sync(self, channel: str, reply: bool) -> None:
         """Our full state on ``channel``: one ``sync``, or the first page of a ``state``."""
         local = [s for s in self.router.sessions.values() if s.node is None]
@@ -541,6 +569,13 @@ class RedisBus(Bus):
             self.metrics.got["delivery"].inc()
             kind, session_ids, payload = codec.parse_delivery(message)
             self.router.deliver_forwarded(session_ids, payload, kind)
+            return
+        if message[:1] == b"u":
+            self.metrics.got["delivery"].inc()
+            if message.startswith(self._own_direct):
+                return  # ours, back on a user channel we listen to: not for us
+            session_id, user, kind, sender, rooms, payload = codec.parse_direct(message)
+            self.router.deliver_direct(session_id, user, sender, rooms, payload, kind)
             return
         self.metrics.got["control"].inc()
         if codec.is_from(message, self._own):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import orjson
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from symple_tx.cluster import RedisBus, codec, redis_bus
+from symple_tx.ratelimit import Budget
 from symple_tx.redis import Keys, RedisAddress
+from symple_tx.wire import ProtocolError
 
 from tests.fakes import InstantWire, connect, disconnect, make_router
 
@@ -221,6 +223,112 @@ class MembershipTests(unittest.TestCase):
         self.alice_link.take()
         self.bus.hear(self.control, "close", "me", id=self.alice.id)
         self.assertIn(self.alice.id, self.bus.router.sessions)
+
+
+class DirectTests(unittest.TestCase):
+    """Frames for a ``user|id`` the sending process does not know travel on the
+    user's channel; only the holder of the session delivers them."""
+
+    def setUp(self):
+        self.bus = RecordingBus("me")
+        self.alice, self.alice_link = connect(self.bus.router, "alice", ["r"])
+        self.alice_link.take()
+        self.bus.published.clear()
+
+    def drops(self, reason: str) -> float:
+        return self.bus.router.metrics.registry.get_sample_value(
+            "symple_drops_total", {"reason": reason}) or 0
+
+    def test_a_frame_for_an_unknown_address_is_published_on_the_users_channel(self):
+        self.alice.budget = Budget(10, 1, 10.0, lambda: 0.0)
+        self.bus.router.handle(self.alice, {"type": "message", "to": "bob|b1", "data": 1})
+        [(channel, message)] = self.bus.published
+        self.assertEqual(channel, self.bus.channels.user("bob"))
+        session_id, user, kind, sender, rooms, payload = codec.parse_direct(message)
+        self.assertEqual((session_id, user, kind, sender, rooms),
+                         ("b1", "bob", "message", "alice", ["r"]))
+        self.assertEqual(orjson.loads(payload),
+                         {"type": "message", "to": "bob|b1", "data": 1,
+                          "from": self.alice.address})
+        self.assertEqual(self.drops("no_recipient"), 0)
+        # charged as one delivery
+        with self.assertRaises(ProtocolError):
+            self.bus.router.handle(self.alice, {"type": "message", "to": "bob|b1"})
+        self.assertEqual(len(self.bus.published), 1)
+
+    def test_the_holder_delivers_a_direct_frame_once_and_checks_the_room(self):
+        bob, bob_link = connect(self.bus.router, "bob", ["r"])
+        eve, eve_link = connect(self.bus.router, "eve", ["s"])
+        for link in (bob_link, eve_link):
+            link.take()
+        channel = self.bus.channels.user("bob").encode()
+        payload = b'{"type":"message","from":"carol|c1","data":"x"}'
+        sender = connect(make_router(), "carol", ["r", "q"])[0]
+        self.bus.received(channel, codec.direct("other", "bob", bob.id, "message", sender,
+                                                payload))
+        self.assertEqual(bob_link.sent, [payload])
+        self.bus.received(channel, codec.direct("other", "eve", eve.id, "message", sender,
+                                                payload))
+        self.assertEqual(eve_link.sent, [])
+        self.assertEqual(self.drops("permission"), 1)
+        self.assertEqual(self.bus.metrics.got["delivery"]._value.get(), 2)
+
+    def test_our_own_direct_frames_heard_back_are_dropped_unread(self):
+        bob, bob_link = connect(self.bus.router, "bob", ["r"])
+        bob_link.take()
+        # even one naming a session of ours (which we never forward) is not delivered
+        self.bus.received(self.bus.channels.user("bob").encode(),
+                          codec.direct("me", "bob", bob.id, "message", self.alice, b"{}"))
+        self.assertEqual(bob_link.sent, [])
+        self.assertEqual(self.drops("gone") + self.drops("permission"), 0)
+        # a process whose id begins with ours is another process
+        self.bus.received(self.bus.channels.user("bob").encode(),
+                          codec.direct("me2", "bob", bob.id, "message", self.alice, b"{}"))
+        self.assertEqual(bob_link.sent, [b"{}"])
+
+    def test_malformed_direct_frames_are_counted_and_never_crash(self):
+        channel = self.bus.channels.user("alice").encode()
+        for message in (b"u", b"u{}\t{}", b'u{"node":"x","id":1}\t{}', b"u[1]\t{}",
+                        b'u{"node":"x","id":"a","user":"u","kind":"m","from":"f",'
+                        b'"rooms":[1]}\t{}', b'u{"node":"x"'):
+            self.bus.received(channel, message)
+        self.assertEqual(self.bus.metrics.invalid._value.get(), 6)
+        self.assertEqual(self.alice_link.sent, [])
+        self.flushLoggedErrors()
+
+
+class _CountingRedis:
+    """A publishing connection whose PUBLISH reaches ``listeners`` subscribers."""
+
+    def __init__(self, listeners: int) -> None:
+        self.replyQueue: DeferredQueue = DeferredQueue()
+        self.listeners = listeners
+
+    def publish(self, channel: str, message: bytes) -> Deferred:
+        return succeed(self.listeners)
+
+
+class DirectListenersTests(unittest.TestCase):
+    """A direct frame that no other process heard names no session anywhere."""
+
+    def drops_after(self, listeners: int, own_session_of_bob: bool) -> float:
+        router = make_router()
+        bus = router.bus = RedisBus(router, RedisAddress(), node_id="me", reactor=Clock())
+        InstantWire(bus.subscriber)
+        bus.up = True
+        alice = connect(bus.router, "alice", ["r"])[0]
+        if own_session_of_bob:
+            connect(bus.router, "bob")
+        bus.publisher.protocol = _CountingRedis(listeners)
+        bus.router.handle(alice, {"type": "message", "to": "bob|b1"})
+        return bus.router.metrics.registry.get_sample_value(
+            "symple_drops_total", {"reason": "no_recipient"}) or 0
+
+    def test_no_listener_but_us_counts_no_recipient(self):
+        self.assertEqual(self.drops_after(0, False), 1)
+        self.assertEqual(self.drops_after(1, True), 1)
+        self.assertEqual(self.drops_after(1, False), 0)
+        self.assertEqual(self.drops_after(2, True), 0)
 
 
 class _SilentRedis:

@@ -14,9 +14,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.trial import unittest
 
 from symple_tx import wire
+from symple_tx.bus import Bus
+from symple_tx.config import Settings
 from symple_tx.hooks import JoinRefused
+from symple_tx.ratelimit import Budget
 from symple_tx.router import Router
-from symple_tx.session import Session
+from symple_tx.session import Identity, Session
 from symple_tx.wire import ProtocolError
 
 from tests.fakes import FakeLink, connect, disconnect, make_router
@@ -757,3 +760,106 @@ class EncodeOnceTests(RouterTestCase):
         self.peer("alice", "r1")
         # welcome + three snapshots to alice, one announcement for three peers.
         self.assertEqual(len(calls), 5)
+
+
+class _Forwarding(Bus):
+    """A bus with other processes: records the frames handed to ``forward_direct``."""
+
+    def __init__(self) -> None:
+        self.router: Optional[Router] = None
+        self.direct: list[tuple[str, str, dict, str]] = []
+
+    def attach(self, router: Router) -> None:
+        self.router = router
+
+    def forward_direct(self, sender: Session, user: str, session_id: str, payload: bytes,
+                       kind: str) -> bool:
+        assert self.router is not None
+        self.router.charge(sender, 1)
+        self.direct.append((user, session_id, orjson.loads(payload), kind))
+        return True
+
+
+class DirectElsewhereTests(RouterTestCase):
+    """A ``user|id`` no session here has may be held by another process
+    (docs/clustering.md, "Frames for a session this process does not know")."""
+
+    def setUp(self) -> None:
+        self.bus = _Forwarding()
+        self.router = Router(Settings(), bus=self.bus)
+        self.peers = []
+
+    def remote(self, user: str, *rooms: str) -> Session:
+        """A mirrored session of another process."""
+        session = Session(FakeLink(), Identity(user=user, name=user), "192.0.2.7",
+                          node="other")
+        self.router.admit(session, rooms)
+        return session
+
+    def test_an_unknown_address_is_handed_to_the_bus_charged_as_one_delivery(self):
+        alice = self.peer("alice", "r")
+        alice.session.budget = Budget(10, 1, 10.0, lambda: 0.0)
+        self.quiet()
+        self.send(alice, {"type": "message", "to": "bob|b9", "data": "call:init",
+                          "token": "secret"})
+        [(user, session_id, frame, kind)] = self.bus.direct
+        self.assertEqual((user, session_id, kind), ("bob", "b9", "message"))
+        self.assertEqual(frame, {"type": "message", "to": "bob|b9", "data": "call:init",
+                                 "from": alice.address})
+        self.assertEqual(self.drops("no_recipient"), 0)
+        # the budget's one delivery is spent: the next one is refused before the bus
+        self.refused(alice, {"type": "message", "to": "bob|b9"}, 429)
+        self.assertEqual(len(self.bus.direct), 1)
+
+    def test_presence_bare_ids_and_known_addresses_are_not_forwarded(self):
+        alice = self.peer("alice", "r")
+        bob = self.peer("bob", "r")
+        stranger = self.remote("eve", "s")
+        self.send(alice, {"type": "presence", "to": "bob|b9", "data": {"x": 1}})
+        self.send(alice, {"type": "message", "to": "b9"})
+        self.send(alice, {"type": "message", "to": "|b9"})
+        self.send(alice, {"type": "message", "to": "bob|"})
+        self.assertEqual(self.drops("no_recipient"), 4)
+        self.assertDelivered({"type": "message", "to": bob.address}, alice, bob)
+        # a mirrored session sharing no room is refused here, as ever
+        self.send(alice, {"type": "message", "to": stranger.address})
+        self.assertEqual(self.drops("permission"), 1)
+        self.assertEqual(self.bus.direct, [])
+
+    def test_one_process_counts_no_recipient_and_charges_nothing(self):
+        router = make_router()
+        session = connect(router, "alice", ["r"])[0]
+        session.budget = Budget(10, 1, 10.0, lambda: 0.0)
+        router.handle(session, {"type": "message", "to": "bob|b9"})
+        router.handle(session, {"type": "message", "to": "bob|b9"})
+        self.assertEqual(router.metrics.registry.get_sample_value(
+            "symple_drops_total", {"reason": "no_recipient"}), 2)
+
+    def test_a_forwarded_frame_reaches_a_local_session_sharing_a_room(self):
+        bob = self.peer("bob", "r", "t")
+        self.quiet()
+        payload = b'{"type":"message","from":"alice|a1","data":"hi"}'
+        self.router.deliver_direct(bob.id, "bob", "alice", ["q", "r"], payload, "message")
+        self.assertEqual(bob.link.sent, [payload])
+        # the same user shares its user room
+        self.router.deliver_direct(bob.id, "bob", "bob", [], payload, "message")
+        self.assertEqual(len(bob.link.take()), 2)
+
+    def test_a_forwarded_frame_is_dropped_without_a_shared_room(self):
+        bob = self.peer("bob", "r")
+        self.quiet()
+        payload = b'{"type":"message","from":"alice|a1"}'
+        # "bob" among the sender's rooms is a named room, not bob's user room
+        self.router.deliver_direct(bob.id, "bob", "alice", ["s", "bob"], payload, "message")
+        self.assertEqual(self.drops("permission"), 1)
+        # an id of another user, or of a closed session
+        self.router.deliver_direct(bob.id, "carol", "carol", ["r"], payload, "message")
+        self.router.deliver_direct("gone1", "bob", "bob", ["r"], payload, "message")
+        self.assertEqual(self.drops("gone"), 2)
+        self.assertEqual(bob.link.sent, [])
+
+    def test_a_session_of_another_process_is_left_to_it(self):
+        far = self.remote("bob", "r")
+        self.router.deliver_direct(far.id, "bob", "alice", ["r"], b"{}", "message")
+        self.assertEqual(far.link.sent, [])
+        self.assertEqual(self.drops("gone") + self.drops("permission"), 0)
