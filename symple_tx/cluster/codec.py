@@ -70,8 +70,9 @@ def parse_direct(message: bytes) -> tuple[str, str, str, str, list[str], bytes]:
     fields = orjson.loads(header)
     if not isinstance(fields, dict):
         raise ValueError("direct delivery without a header")
-    values = [fields.get(key) for key in ("id", "user", "kind", "from")]
-    rooms = fields.get("rooms")
+    # Any: each is checked to be a string (and the rooms a list of them) below.
+    values: list[Any] = [fields.get(key) for key in ("id", "user", "kind", "from")]
+    rooms: Any = fields.get("rooms")
     if not all(isinstance(v, str) for v in values) or not isinstance(rooms, list) \
             or not all(isinstance(r, str) for r in rooms):
         raise ValueError("direct delivery with an invalid header")
